@@ -1,0 +1,40 @@
+// The examples run over any backend this build has; --backend picks one,
+// and the build's crypto_backend option is the default.
+#pragma once
+
+#include "options.hpp"
+
+#include <dtlspp/default_backend.hpp>
+#ifdef EXAMPLES_HAVE_OPENSSL
+#include <dtlspp/backend/openssl.hpp>
+#endif
+#ifdef EXAMPLES_HAVE_MBEDTLS
+#include <dtlspp/backend/mbedtls.hpp>
+#endif
+
+#include <string>
+
+namespace examples {
+
+// Calls run.template operator()<Backend>() for the backend named by --backend.
+template <class Run>
+int with_backend(const arguments& args, Run&& run)
+{
+    const std::string name = args.get("--backend", std::string(dtlspp::default_backend::name));
+#ifdef EXAMPLES_HAVE_OPENSSL
+    if (name == "openssl") return run.template operator()<dtlspp::openssl_backend>();
+#endif
+#ifdef EXAMPLES_HAVE_MBEDTLS
+    if (name == "mbedtls") return run.template operator()<dtlspp::mbedtls_backend>();
+#endif
+    throw usage_error("--backend: '" + name + "' is not built in (this build has:"
+#ifdef EXAMPLES_HAVE_OPENSSL
+                      " openssl"
+#endif
+#ifdef EXAMPLES_HAVE_MBEDTLS
+                      " mbedtls"
+#endif
+                      ")");
+}
+
+} // namespace examples

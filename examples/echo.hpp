@@ -1,0 +1,138 @@
+// The echo logic, written once as templates over the backend: the server
+// echoes every message back on the same association; the client sends
+// --count messages of --size bytes and checks every reply.
+#pragma once
+
+#include "options.hpp"
+
+#include <dtlspp/client.hpp>
+#include <dtlspp/trace.hpp>
+#include <dtlspp/udp_server.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <iostream>
+#include <string>
+
+namespace examples {
+
+inline std::atomic<bool> stop_requested{false};
+
+inline dtlspp::trace_hook verbose_trace(bool on)
+{
+    if (!on) return {};
+    return [](dtlspp::direction d, std::span<const std::byte> datagram) {
+        std::cout << dtlspp::describe_datagram(d, datagram) << '\n';
+    };
+}
+
+template <class Backend>
+int run_echo_server(const arguments& args, dtlspp::config c)
+{
+    using namespace std::chrono;
+    std::error_code ec;
+    const auto local = dtlspp::peer_address::parse(args.get("--listen", "127.0.0.1:4433"), ec);
+    if (ec) throw usage_error("--listen: " + ec.message());
+    dtlspp::server_settings settings;
+    settings.max_sessions = static_cast<std::size_t>(args.number("--max-sessions", 10000));
+    settings.idle_timeout = milliseconds(args.number("--idle-timeout-ms", 60000));
+    const long exit_after = args.number("--exit-after", 0); // sessions; 0 = run until a signal
+
+    dtlspp::failure f;
+    auto server = dtlspp::udp_server<Backend>::bind(c, local, settings, f);
+    if (!server) {
+        std::cerr << "echo_server: " << f.what() << '\n';
+        return 1;
+    }
+    const bool verbose = args.has("--verbose");
+    if (verbose) server->core().set_trace(verbose_trace(true));
+    std::cout << "echo_server: " << Backend::name << " (" << Backend::version() << ") listening on "
+              << server->local_address().to_string() << ", max UDP payload " << c.max_udp_payload << std::endl;
+
+    struct handler {
+        dtlspp::udp_server<Backend>* server;
+        bool verbose;
+        long closed = 0;
+        void on_open(const dtlspp::peer_address& peer)
+        {
+            const auto* e = server->core().find(peer);
+            std::cout << "open " << peer.to_string() << " " << (e ? e->cipher_suite() : "") << std::endl;
+        }
+        void on_data(const dtlspp::peer_address& peer, std::span<const std::byte> data)
+        {
+            std::error_code send_error;
+            server->send(peer, data, send_error);
+            if (send_error) std::cerr << "echo to " << peer.to_string() << ": " << send_error.message() << '\n';
+        }
+        void on_close(const dtlspp::peer_address& peer, const dtlspp::failure& why)
+        {
+            ++closed;
+            std::cout << "closed " << peer.to_string() << ": " << why.what() << std::endl;
+        }
+    } h{&*server, verbose};
+
+    std::signal(SIGINT, [](int) { stop_requested = true; });
+    std::signal(SIGTERM, [](int) { stop_requested = true; });
+    while (!stop_requested && (exit_after == 0 || h.closed < exit_after)) server->run_once(milliseconds(200), h);
+    server->shutdown(h);
+    const auto& k = server->core().counters();
+    std::cout << "echo_server: " << k.sessions_created << " sessions, " << k.hello_verify_requests
+              << " HelloVerifyRequests, " << k.datagrams_in << " datagrams in, " << k.datagrams_out << " out"
+              << std::endl;
+    return 0;
+}
+
+template <class Backend>
+int run_echo_client(const arguments& args, dtlspp::config c)
+{
+    using namespace std::chrono;
+    std::error_code ec;
+    const auto target = args.get("--connect", "127.0.0.1:4433");
+    const auto server_address = dtlspp::peer_address::parse(target, ec);
+    if (ec) throw usage_error("--connect: " + ec.message());
+    if (c.server_name.empty()) c.server_name = args.get("--server-name", server_address.host());
+    if (args.has("--insecure")) c.verification = dtlspp::peer_verification::none;
+    const long count = args.number("--count", 1);
+    const long size = args.number("--size", 32);
+    if (size == 0) throw usage_error("--size: must be at least 1");
+
+    dtlspp::failure f;
+    const auto started = steady_clock::now();
+    auto client = dtlspp::client<Backend>::connect(c, server_address, f, verbose_trace(args.has("--verbose")));
+    if (!client) {
+        std::cerr << "echo_client: " << f.what() << '\n';
+        return 1;
+    }
+    const auto handshake = duration_cast<microseconds>(steady_clock::now() - started);
+    std::cout << "echo_client: " << Backend::name << " connected to " << server_address.to_string() << " with "
+              << client->association().cipher_suite() << " in " << handshake.count() / 1000.0 << " ms" << std::endl;
+
+    std::vector<std::byte> message(static_cast<std::size_t>(size)), reply(static_cast<std::size_t>(size) + 1);
+    long echoed = 0;
+    for (long i = 0; i < count; ++i) {
+        for (std::size_t k = 0; k < message.size(); ++k) message[k] = static_cast<std::byte>('a' + (i + static_cast<long>(k)) % 26);
+        client->send(message, ec);
+        if (ec) {
+            std::cerr << "echo_client: send " << i + 1 << ": " << ec.message() << " (max message "
+                      << client->association().max_message_size() << " bytes)\n";
+            return 1;
+        }
+        auto n = client->receive(reply, seconds(5), ec);
+        if (!n || *n != message.size() || !std::equal(message.begin(), message.end(), reply.begin())) {
+            std::cerr << "echo_client: echo " << i + 1 << " "
+                      << (ec ? ec.message() : n ? "came back different" : "timed out") << '\n';
+            return 1;
+        }
+        ++echoed;
+    }
+    client->close();
+    const auto& k = client->association().counters();
+    std::cout << "echo_client: " << echoed << "/" << count << " echoes of " << size << " bytes; datagrams out "
+              << k.datagrams_out << " in " << k.datagrams_in << ", bytes out " << k.bytes_out << " in " << k.bytes_in
+              << ", flights " << k.flights_out << ", retransmissions " << k.retransmissions << ", largest datagram "
+              << k.largest_datagram_out << std::endl;
+    return 0;
+}
+
+} // namespace examples

@@ -1,0 +1,48 @@
+// echo_client: connects over DTLS 1.2, sends --count messages of --size
+// bytes and checks that each comes back.
+//
+//   echo_client --connect localhost:4433 --ca ca.pem --count 10 --verbose
+#include "backends.hpp"
+#include "echo.hpp"
+
+#include <iostream>
+
+static const char* const usage =
+    "usage: echo_client [options]\n"
+    "  --connect HOST:PORT       server address (default 127.0.0.1:4433; [::1]:PORT for IPv6)\n"
+    "  --ca FILE                 CAs that sign the server's certificate (verification is on by default)\n"
+    "  --server-name NAME        name to check in the server's certificate (default: HOST)\n"
+    "  --insecure                do not verify the server (tests only)\n"
+    "  --cert FILE --key FILE    client certificate and key, if the server asks\n"
+    "  --psk IDENTITY:HEXKEY     use this pre-shared key\n"
+    "  --mtu N                   largest UDP payload to send (default 1200)\n"
+    "  --backend NAME            openssl or mbedtls (those built in)\n"
+    "  --count N                 messages to echo (default 1)\n"
+    "  --size BYTES              bytes per message (default 32)\n"
+    "  --handshake-timeout-ms N  give up the handshake after this long (default 30000)\n"
+    "  --verbose                 print one line per datagram\n";
+
+int main(int argc, char** argv)
+{
+    try {
+        examples::arguments args(argc, argv,
+                                 {"--connect", "--ca", "--server-name", "--cert", "--key", "--psk", "--mtu", "--backend",
+                                  "--count", "--size", "--handshake-timeout-ms"},
+                                 {"--verbose", "--insecure"});
+        if (args.help()) {
+            std::cout << usage;
+            return 0;
+        }
+        dtlspp::config c;
+        c.role = dtlspp::role::client;
+        examples::apply_common(args, c);
+        if (args.has("--psk") && !args.has("--ca")) c.verification = dtlspp::peer_verification::none;
+        return examples::with_backend(args, [&]<class Backend>() { return examples::run_echo_client<Backend>(args, c); });
+    } catch (const examples::usage_error& e) {
+        std::cerr << "echo_client: " << e.what() << "\n" << usage;
+        return 2;
+    } catch (const std::exception& e) {
+        std::cerr << "echo_client: " << e.what() << '\n';
+        return 1;
+    }
+}

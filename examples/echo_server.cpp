@@ -1,0 +1,47 @@
+// echo_server: a DTLS 1.2 echo server on one UDP socket.
+//
+//   echo_server --listen 127.0.0.1:4433 --cert server.pem --key server.key
+//   echo_server --listen [::1]:4433 --psk client1:00112233445566778899aabbccddeeff
+#include "backends.hpp"
+#include "echo.hpp"
+
+#include <iostream>
+
+static const char* const usage =
+    "usage: echo_server [options]\n"
+    "  --listen HOST:PORT        address to bind (default 127.0.0.1:4433; [::1]:PORT for IPv6)\n"
+    "  --cert FILE --key FILE    certificate chain and private key (PEM)\n"
+    "  --ca FILE                 require client certificates signed by these CAs\n"
+    "  --psk IDENTITY:HEXKEY     accept this pre-shared key\n"
+    "  --mtu N                   largest UDP payload to send (default 1200)\n"
+    "  --backend NAME            openssl or mbedtls (those built in)\n"
+    "  --max-sessions N          refuse handshakes beyond N associations (default 10000)\n"
+    "  --idle-timeout-ms N       close associations idle this long (default 60000)\n"
+    "  --handshake-timeout-ms N  fail handshakes not done by then (default 30000)\n"
+    "  --exit-after N            stop after N associations have ended (default: run until SIGINT)\n"
+    "  --verbose                 print one line per datagram\n";
+
+int main(int argc, char** argv)
+{
+    try {
+        examples::arguments args(argc, argv,
+                                 {"--listen", "--cert", "--key", "--ca", "--psk", "--mtu", "--backend", "--max-sessions",
+                                  "--idle-timeout-ms", "--handshake-timeout-ms", "--exit-after"},
+                                 {"--verbose"});
+        if (args.help()) {
+            std::cout << usage;
+            return 0;
+        }
+        dtlspp::config c;
+        c.role = dtlspp::role::server;
+        examples::apply_common(args, c);
+        if (args.has("--ca")) c.verification = dtlspp::peer_verification::required;
+        return examples::with_backend(args, [&]<class Backend>() { return examples::run_echo_server<Backend>(args, c); });
+    } catch (const examples::usage_error& e) {
+        std::cerr << "echo_server: " << e.what() << "\n" << usage;
+        return 2;
+    } catch (const std::exception& e) {
+        std::cerr << "echo_server: " << e.what() << '\n';
+        return 1;
+    }
+}

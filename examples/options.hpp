@@ -1,0 +1,104 @@
+// Command-line parsing shared by the examples: flags in the spirit of
+// `openssl s_server` / `s_client`, every error said plainly.
+#pragma once
+
+#include <dtlspp/config.hpp>
+
+#include <cstdint>
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace examples {
+
+struct usage_error : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+// --name VALUE and --flag arguments; `flags` lists the ones without a value.
+class arguments {
+public:
+    arguments(int argc, char** argv, const std::vector<std::string>& with_value, const std::vector<std::string>& flags)
+    {
+        for (int i = 1; i < argc; ++i) {
+            std::string name = argv[i];
+            if (name == "-h" || name == "--help") {
+                help_ = true;
+                continue;
+            }
+            if (contains(flags, name)) {
+                values_[name] = "1";
+                continue;
+            }
+            if (!contains(with_value, name)) throw usage_error("unknown option " + name);
+            if (i + 1 >= argc) throw usage_error(name + " needs a value");
+            values_[name] = argv[++i];
+        }
+    }
+
+    bool help() const { return help_; }
+    bool has(const std::string& name) const { return values_.count(name) != 0; }
+    std::string get(const std::string& name, const std::string& fallback = {}) const
+    {
+        auto found = values_.find(name);
+        return found == values_.end() ? fallback : found->second;
+    }
+    long number(const std::string& name, long fallback) const
+    {
+        if (!has(name)) return fallback;
+        const auto text = get(name);
+        char* end = nullptr;
+        const long value = std::strtol(text.c_str(), &end, 10);
+        if (text.empty() || *end != '\0' || value < 0) throw usage_error(name + ": not a number: " + text);
+        return value;
+    }
+
+private:
+    static bool contains(const std::vector<std::string>& list, const std::string& s)
+    {
+        for (const auto& x : list)
+            if (x == s) return true;
+        return false;
+    }
+    std::map<std::string, std::string> values_;
+    bool help_ = false;
+};
+
+// IDENTITY:HEXKEY, as `openssl s_client -psk_identity ID -psk HEX` takes it.
+inline dtlspp::psk_credentials parse_psk(const std::string& text)
+{
+    const auto colon = text.find(':');
+    if (colon == std::string::npos || colon == 0) throw usage_error("--psk: expected IDENTITY:HEXKEY");
+    dtlspp::psk_credentials psk;
+    psk.identity = text.substr(0, colon);
+    const auto hex = text.substr(colon + 1);
+    if (hex.size() % 2 != 0 || hex.empty()) throw usage_error("--psk: the key must be an even number of hex digits");
+    for (std::size_t i = 0; i < hex.size(); i += 2) {
+        const auto byte = hex.substr(i, 2);
+        char* end = nullptr;
+        const auto value = std::strtoul(byte.c_str(), &end, 16);
+        if (*end != '\0') throw usage_error("--psk: not a hex digit in " + byte);
+        psk.key.push_back(static_cast<std::uint8_t>(value));
+    }
+    return psk;
+}
+
+// The options both examples share.
+inline void apply_common(const arguments& args, dtlspp::config& c)
+{
+    if (args.has("--cert") != args.has("--key")) throw usage_error("--cert and --key go together");
+    if (args.has("--cert"))
+        c.certificate = dtlspp::x509_credentials{dtlspp::pem_source::from_file(args.get("--cert")),
+                                                 dtlspp::pem_source::from_file(args.get("--key"))};
+    if (args.has("--ca")) c.trusted_ca = dtlspp::pem_source::from_file(args.get("--ca"));
+    if (args.has("--psk")) c.psk = parse_psk(args.get("--psk"));
+    c.max_udp_payload = static_cast<std::size_t>(args.number("--mtu", 1200));
+    if (args.has("--handshake-timeout-ms"))
+        c.handshake_deadline = std::chrono::milliseconds(args.number("--handshake-timeout-ms", 30000));
+}
+
+} // namespace examples

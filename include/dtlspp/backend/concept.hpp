@@ -1,0 +1,152 @@
+// The backend contract: the short, fixed list of operations every DTLS stack
+// adapter implements. dtlspp::endpoint and dtlspp::server call nothing else,
+// so every stack-specific quirk stays inside its adapter.
+//
+// A backend never does I/O and never sleeps. Each call receives a
+// datagram_io: at most one received datagram to read, a queue for the
+// datagrams the stack wants sent, the current time and the peer's transport
+// id. The adapter binds its stack's I/O hooks (OpenSSL BIO, mbedTLS bio/timer
+// callbacks) to that object for the duration of the call only.
+//
+// Valid expressions, with B a backend, ctx a B::context&, s a B::session&,
+// l a B::listener&, io a datagram_io&, f a failure&:
+//
+// | expression                    | result                          | meaning                                        |
+// |-------------------------------|---------------------------------|------------------------------------------------|
+// | B::name                       | std::string_view                | "openssl", "mbedtls"                           |
+// | B::version()                  | std::string                     | the stack's version string                     |
+// | B::make_context(cfg, f)       | std::shared_ptr<B::context>     | credentials, verification, ciphers; null + f on error |
+// | B::connect(ctx, f)            | std::optional<B::session>       | a client session, nothing sent yet             |
+// | B::make_listener(ctx, f)      | std::optional<B::listener>      | a server's stateless front door                |
+// | l.offer(io)                   | listen_result                   | one datagram from io.peer_id: HVR sent, dropped or accepted |
+// | l.accept()                    | B::session                      | after accepted: the session that verified its cookie |
+// | s.handshake(io)               | step                            | drive the handshake with io.input              |
+// | s.read(io, buffer)            | read_result                     | one record of application data                 |
+// | s.write(io, data)             | step                            | one record; done or failed                     |
+// | s.handle_timeout(io)          | timeout_result                  | retransmit the last flight if its timer expired|
+// | s.next_timeout(io)            | std::optional<time_point>       | when handle_timeout has work                   |
+// | s.close(io)                   | void                            | queue close_notify                             |
+// | s.last_failure()              | const failure&                  | after failed: condition + the stack's text     |
+// | s.max_record_payload()        | std::size_t                     | largest write that fits one datagram           |
+// | s.cipher_suite()              | std::string                     | negotiated suite (IANA name where known)       |
+#pragma once
+
+#include <dtlspp/config.hpp>
+#include <dtlspp/error.hpp>
+
+#include <chrono>
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace dtlspp {
+
+using clock = std::chrono::steady_clock;
+using time_point = clock::time_point;
+
+// Datagrams waiting to be sent, stored back to back in one buffer that is
+// reused: after warm-up, queueing a datagram allocates nothing.
+class datagram_queue {
+public:
+    void push(std::span<const std::byte> datagram)
+    {
+        const auto offset = bytes_.size();
+        bytes_.insert(bytes_.end(), datagram.begin(), datagram.end());
+        entries_.push_back({offset, datagram.size()});
+    }
+
+    std::size_t size() const noexcept { return entries_.size(); }
+    bool empty() const noexcept { return entries_.empty(); }
+    std::span<const std::byte> operator[](std::size_t index) const noexcept
+    {
+        const auto& e = entries_[index];
+        return std::span<const std::byte>(bytes_).subspan(e.offset, e.length);
+    }
+    void clear() noexcept
+    {
+        bytes_.clear();
+        entries_.clear();
+    }
+    // Keeps the first `count` datagrams.
+    void truncate(std::size_t count) noexcept
+    {
+        if (count >= entries_.size()) return;
+        bytes_.resize(entries_[count].offset);
+        entries_.resize(count);
+    }
+
+private:
+    struct entry {
+        std::size_t offset;
+        std::size_t length;
+    };
+    std::vector<std::byte> bytes_;
+    std::vector<entry> entries_;
+};
+
+// Everything a backend may touch during one call.
+struct datagram_io {
+    std::span<const std::byte> input;     // one received datagram, or empty
+    datagram_queue* output = nullptr;     // where the stack's datagrams go
+    time_point now{};                     // the caller's clock
+    std::span<const std::byte> peer_id;   // the peer's transport id (address + port), for cookies
+
+    // The stack's read hook calls this: a datagram is handed over once.
+    bool take_input(std::span<const std::byte>& datagram) noexcept
+    {
+        if (input.empty()) return false;
+        datagram = input;
+        input = {};
+        return true;
+    }
+};
+
+enum class step { done, want_input, failed };
+
+struct read_result {
+    enum class kind { data, want_input, closed, failed };
+    kind status = kind::want_input;
+    std::size_t bytes = 0;
+};
+
+enum class timeout_result { nothing_due, retransmitted, failed };
+
+enum class listen_result {
+    dropped,            // not a ClientHello, or unusable: nothing sent, nothing kept
+    hello_verify_sent,  // cookieless or stale cookie: HelloVerifyRequest queued, nothing kept
+    accepted,           // the cookie verified: call accept() for the session
+};
+
+template <class B>
+concept backend =
+    requires { typename B::context; typename B::session; typename B::listener; } &&
+    std::movable<typename B::session> && std::movable<typename B::listener> &&
+    requires(const config& cfg, typename B::context& ctx, typename B::session& s, const typename B::session& cs,
+             typename B::listener& l, datagram_io& io, std::span<std::byte> buffer,
+             std::span<const std::byte> data, failure& f) {
+        { B::name } -> std::convertible_to<std::string_view>;
+        { B::version() } -> std::convertible_to<std::string>;
+        { B::make_context(cfg, f) } -> std::same_as<std::shared_ptr<typename B::context>>;
+        { B::connect(ctx, f) } -> std::same_as<std::optional<typename B::session>>;
+        { B::make_listener(ctx, f) } -> std::same_as<std::optional<typename B::listener>>;
+        { l.offer(io) } -> std::same_as<listen_result>;
+        { l.accept() } -> std::same_as<typename B::session>;
+        { s.handshake(io) } -> std::same_as<step>;
+        { s.read(io, buffer) } -> std::same_as<read_result>;
+        { s.write(io, data) } -> std::same_as<step>;
+        { s.handle_timeout(io) } -> std::same_as<timeout_result>;
+        { s.next_timeout(io) } -> std::same_as<std::optional<time_point>>;
+        { s.close(io) };
+        { cs.last_failure() } -> std::same_as<const failure&>;
+        { cs.max_record_payload() } -> std::convertible_to<std::size_t>;
+        { cs.cipher_suite() } -> std::convertible_to<std::string>;
+    };
+
+} // namespace dtlspp

@@ -1,0 +1,602 @@
+// dtlspp::openssl_backend: the backend contract (backend/concept.hpp) over
+// OpenSSL 3.
+//
+// Every OpenSSL quirk dtlspp knows about is handled in this file and in
+// backend/openssl/, each with its cause:
+// - the datagram BIO answers the MTU controls (openssl/bio.hpp), so OpenSSL
+//   never falls back to its 228-byte minimum payload;
+// - SSL_OP_NO_QUERY_MTU is set on the SSL_CTX, before SSL_new, and the MTU
+//   after it: dtls1_clear() keeps d1->mtu across SSL_clear() only when that
+//   option is set, and SSL_accept/SSL_connect call SSL_clear(). With the
+//   option OpenSSL also stops halving the MTU after two timeouts;
+// - OpenSSL's DTLS timer reads the wall clock (gettimeofday), not ours: the
+//   endpoint asks DTLSv1_get_timeout how long is left and calls
+//   DTLSv1_handle_timeout when that is over. DTLS_set_timer_cb sets the
+//   initial timeout (OpenSSL's own default is 1 s, fixed) and the cap;
+// - stateless cookies through DTLSv1_listen on one listener SSL object per
+//   server, with dtlspp's HMAC cookies (openssl/cookie.hpp).
+#pragma once
+
+#include <dtlspp/backend/concept.hpp>
+#include <dtlspp/backend/openssl/bio.hpp>
+#include <dtlspp/backend/openssl/cookie.hpp>
+#include <dtlspp/config.hpp>
+#include <dtlspp/detail/alerts.hpp>
+#include <dtlspp/error.hpp>
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/opensslv.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+
+#if OPENSSL_VERSION_NUMBER < 0x30000000L
+#error "dtlspp's OpenSSL backend needs OpenSSL 3.0 or newer"
+#endif
+
+namespace dtlspp {
+
+namespace detail::openssl {
+
+struct ssl_ctx_deleter {
+    void operator()(SSL_CTX* p) const noexcept { SSL_CTX_free(p); }
+};
+struct ssl_deleter {
+    void operator()(SSL* p) const noexcept { SSL_free(p); }
+};
+struct bio_addr_deleter {
+    void operator()(BIO_ADDR* p) const noexcept { BIO_ADDR_free(p); }
+};
+
+// All of OpenSSL's queued errors as one line, oldest first, and the queue
+// emptied so the next call starts clean.
+inline std::string drain_errors()
+{
+    std::string text;
+    unsigned long code = 0;
+    char buffer[256];
+    while ((code = ERR_get_error()) != 0) {
+        ERR_error_string_n(code, buffer, sizeof buffer);
+        if (!text.empty()) text += "; ";
+        text += buffer;
+    }
+    return text;
+}
+
+inline failure config_failure(const std::string& field, const char* what)
+{
+    auto detail = drain_errors();
+    return make_failure(errc::config_invalid, field + ": " + what + (detail.empty() ? "" : " (" + detail + ")"));
+}
+
+// PEM text from a pem_source: a memory BIO over the inline text, or the file.
+inline BIO* open_pem(const pem_source& source)
+{
+    if (!source.pem.empty()) return BIO_new_mem_buf(source.pem.data(), static_cast<int>(source.pem.size()));
+    return BIO_new_file(source.file.c_str(), "r");
+}
+
+using bio_ptr = std::unique_ptr<BIO, decltype(&BIO_free)>;
+
+} // namespace detail::openssl
+
+struct openssl_backend {
+    static constexpr std::string_view name = "openssl";
+
+    static std::string version() { return OpenSSL_version(OPENSSL_VERSION); }
+
+    // ------------------------------------------------------------------
+    // context: one SSL_CTX per config, shared by its sessions.
+    class context {
+    public:
+        context(const config& c) : config_(c), cookies_(c.cookie_secret, c.cookie_lifetime) {}
+
+        const dtlspp::config& settings() const noexcept { return config_; }
+        SSL_CTX* native() const noexcept { return ctx_.get(); }
+        const detail::openssl::cookie_factory& cookies() const noexcept { return cookies_; }
+
+    private:
+        friend struct openssl_backend;
+        dtlspp::config config_;
+        detail::openssl::cookie_factory cookies_;
+        std::unique_ptr<SSL_CTX, detail::openssl::ssl_ctx_deleter> ctx_;
+        // Sessions share ownership of their context, but the contract hands
+        // connect/make_listener a plain reference: recover it from here.
+        std::weak_ptr<context> self_;
+        std::string alpn_wire_; // ALPN list in wire format, for the server's select callback
+    };
+
+    // ------------------------------------------------------------------
+    // session: one SSL object with its datagram BIO.
+    class session {
+    public:
+        session(session&&) noexcept = default;
+        session& operator=(session&&) noexcept = default;
+
+        step handshake(datagram_io& io)
+        {
+            detail::openssl::io_binding bind(*bio_, io);
+            ERR_clear_error();
+            const int rc = SSL_do_handshake(ssl_.get());
+            if (rc == 1) return step::done;
+            return classify(rc) ? step::want_input : step::failed;
+        }
+
+        read_result read(datagram_io& io, std::span<std::byte> buffer)
+        {
+            detail::openssl::io_binding bind(*bio_, io);
+            ERR_clear_error();
+            std::size_t got = 0;
+            const int rc = SSL_read_ex(ssl_.get(), buffer.data(), buffer.size(), &got);
+            if (rc == 1) return {read_result::kind::data, got};
+            const int error = SSL_get_error(ssl_.get(), 0);
+            if (error == SSL_ERROR_ZERO_RETURN) {
+                failure_ = make_failure(errc::peer_closed, "close_notify received");
+                return {read_result::kind::closed, 0};
+            }
+            return {classify(0) ? read_result::kind::want_input : read_result::kind::failed, 0};
+        }
+
+        step write(datagram_io& io, std::span<const std::byte> data)
+        {
+            detail::openssl::io_binding bind(*bio_, io);
+            ERR_clear_error();
+            std::size_t written = 0;
+            if (SSL_write_ex(ssl_.get(), data.data(), data.size(), &written) == 1) return step::done;
+            classify(0);
+            if (!failure_) failure_ = make_failure(errc::internal, "SSL_write: " + detail::openssl::drain_errors());
+            return step::failed;
+        }
+
+        timeout_result handle_timeout(datagram_io& io)
+        {
+            detail::openssl::io_binding bind(*bio_, io);
+            ERR_clear_error();
+            const int rc = DTLSv1_handle_timeout(ssl_.get());
+            if (rc > 0) return timeout_result::retransmitted;
+            if (rc == 0) return timeout_result::nothing_due;
+            // OpenSSL gives up after DTLS1_TMO_ALERT_COUNT (12) timeouts.
+            failure_ = make_failure(errc::handshake_timeout,
+                                    "OpenSSL gave up retransmitting: " + detail::openssl::drain_errors());
+            return timeout_result::failed;
+        }
+
+        std::optional<time_point> next_timeout(datagram_io& io) const
+        {
+            timeval left{};
+            if (DTLSv1_get_timeout(ssl_.get(), &left) != 1) return std::nullopt;
+            return io.now + std::chrono::seconds(left.tv_sec) + std::chrono::microseconds(left.tv_usec);
+        }
+
+        void close(datagram_io& io)
+        {
+            detail::openssl::io_binding bind(*bio_, io);
+            ERR_clear_error();
+            SSL_shutdown(ssl_.get());
+            ERR_clear_error();
+        }
+
+        const failure& last_failure() const noexcept { return failure_; }
+
+        std::size_t max_record_payload() const
+        {
+            // DTLS_get_data_mtu subtracts the record header and the current
+            // cipher's expansion from the MTU; before the handshake it has
+            // no cipher and returns 0.
+            const auto n = DTLS_get_data_mtu(ssl_.get());
+            return n;
+        }
+
+        std::string cipher_suite() const
+        {
+            const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl_.get());
+            if (cipher == nullptr) return {};
+            const char* standard = SSL_CIPHER_standard_name(cipher);
+            return standard != nullptr ? standard : SSL_CIPHER_get_name(cipher);
+        }
+
+        SSL* native_handle() const noexcept { return ssl_.get(); }
+
+    private:
+        friend struct openssl_backend;
+        session() = default;
+
+        // After an SSL call returned rc <= 0: true when it only wants more
+        // input; otherwise records the failure with its dtlspp condition.
+        bool classify(int rc)
+        {
+            const int error = SSL_get_error(ssl_.get(), rc);
+            if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE) {
+                ERR_clear_error();
+                return true;
+            }
+            failure_ = describe_failure(error);
+            return false;
+        }
+
+        failure describe_failure(int ssl_error)
+        {
+            if (ssl_error == SSL_ERROR_ZERO_RETURN) return make_failure(errc::peer_closed, "close_notify received");
+            const unsigned long first = ERR_peek_error();
+            const int reason = ERR_GET_REASON(first);
+            std::string text = detail::openssl::drain_errors();
+            if (reason == SSL_R_CERTIFICATE_VERIFY_FAILED) {
+                const long result = SSL_get_verify_result(ssl_.get());
+                return make_failure(errc::verify_failed,
+                                    std::string(X509_verify_cert_error_string(result)) + " (" + text + ")");
+            }
+            // OpenSSL reports a received alert as reason 1000 + description
+            // (SSL_AD_REASON_OFFSET).
+            if (reason >= SSL_AD_REASON_OFFSET && reason < SSL_AD_REASON_OFFSET + 256) {
+                const auto description = static_cast<std::uint8_t>(reason - SSL_AD_REASON_OFFSET);
+                return make_failure(detail::condition_for_alert(description), "alert from peer: " + text);
+            }
+            if (reason == SSL_R_PSK_IDENTITY_NOT_FOUND)
+                return make_failure(errc::psk_mismatch, "unknown PSK identity (" + text + ")");
+            if (reason == SSL_R_NO_SHARED_CIPHER || reason == SSL_R_NO_CIPHERS_AVAILABLE ||
+                reason == SSL_R_NO_SHARED_GROUPS || reason == SSL_R_UNSUPPORTED_PROTOCOL ||
+                reason == SSL_R_WRONG_VERSION_NUMBER)
+                return make_failure(errc::handshake_failed, text);
+            if (SSL_is_init_finished(ssl_.get()) == 0)
+                return make_failure(errc::handshake_failed, text.empty() ? "SSL error " + std::to_string(ssl_error) : text);
+            return make_failure(errc::internal, text.empty() ? "SSL error " + std::to_string(ssl_error) : text);
+        }
+
+        std::shared_ptr<context> context_; // keeps the SSL_CTX alive
+        std::unique_ptr<detail::openssl::bio_state> bio_;
+        std::unique_ptr<SSL, detail::openssl::ssl_deleter> ssl_;
+        failure failure_;
+    };
+
+    // ------------------------------------------------------------------
+    // listener: one SSL object that answers cookieless ClientHellos with a
+    // HelloVerifyRequest and keeps nothing (DTLSv1_listen).
+    class listener {
+    public:
+        listener(listener&&) noexcept = default;
+        listener& operator=(listener&&) noexcept = default;
+
+        listen_result offer(datagram_io& io)
+        {
+            detail::openssl::io_binding bind(*next_.bio_, io);
+            next_.bio_->remember_peer(io.peer_id);
+            ERR_clear_error();
+            const auto queued = io.output != nullptr ? io.output->size() : 0;
+            const int rc = DTLSv1_listen(next_.ssl_.get(), address_.get());
+            ERR_clear_error();
+            if (rc == 1) return listen_result::accepted;
+            if (rc < 0) {
+                // A fatal error leaves the SSL object in an unknown state:
+                // start the front door afresh so the next peer is unaffected.
+                failure ignored;
+                if (auto fresh = make_session(context_, ignored)) next_ = std::move(*fresh);
+                return listen_result::dropped;
+            }
+            const bool answered = io.output != nullptr && io.output->size() > queued;
+            return answered ? listen_result::hello_verify_sent : listen_result::dropped;
+        }
+
+        session accept()
+        {
+            failure ignored;
+            auto fresh = make_session(context_, ignored);
+            session verified = std::move(next_);
+            if (fresh) next_ = std::move(*fresh);
+            return verified;
+        }
+
+    private:
+        friend struct openssl_backend;
+        listener(std::shared_ptr<context> ctx, session first)
+            : context_(std::move(ctx)), next_(std::move(first)), address_(BIO_ADDR_new())
+        {
+        }
+
+        std::shared_ptr<context> context_;
+        session next_;
+        std::unique_ptr<BIO_ADDR, detail::openssl::bio_addr_deleter> address_;
+    };
+
+    // ------------------------------------------------------------------
+    static std::shared_ptr<context> make_context(const config& c, failure& f)
+    {
+        using namespace detail::openssl;
+        if ((f = validate(c))) return nullptr;
+        ERR_clear_error();
+        auto result = std::make_shared<context>(c);
+        result->ctx_.reset(SSL_CTX_new(DTLS_method()));
+        SSL_CTX* ctx = result->ctx_.get();
+        if (ctx == nullptr) {
+            f = make_failure(errc::internal, "SSL_CTX_new: " + drain_errors());
+            return nullptr;
+        }
+        SSL_CTX_set_app_data(ctx, result.get());
+        // DTLS 1.2 only: DTLS 1.0 is deprecated (RFC 8996).
+        SSL_CTX_set_min_proto_version(ctx, DTLS1_2_VERSION);
+        SSL_CTX_set_max_proto_version(ctx, DTLS1_2_VERSION);
+        // NO_QUERY_MTU: see the top of this file. NO_RENEGOTIATION: a
+        // renegotiation would mean epochs above 1, which the endpoint treats
+        // as invalid. NO_TICKET: keeps the handshake comparable across stacks
+        // and the final flight small.
+        SSL_CTX_set_options(ctx, SSL_OP_NO_QUERY_MTU | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET |
+                                     (c.role == role::server ? SSL_OP_COOKIE_EXCHANGE : 0));
+        // AEAD suites with forward secrecy only; the same list as the mbedTLS
+        // backend so the stacks always agree.
+        std::string suites;
+        if (c.certificate || c.role == role::client)
+            suites = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+        if (c.psk) {
+            const std::string psk_suites =
+                "ECDHE-PSK-CHACHA20-POLY1305:PSK-AES128-GCM-SHA256:PSK-AES256-GCM-SHA384:PSK-CHACHA20-POLY1305";
+            // With a PSK and no certificate material, offer PSK suites only:
+            // a certificate suite could not be verified anyway.
+            suites = (c.certificate || !c.trusted_ca.empty()) ? psk_suites + ":" + suites : psk_suites;
+        }
+        if (SSL_CTX_set_cipher_list(ctx, suites.c_str()) != 1) {
+            f = config_failure("ciphers", "no usable cipher suite");
+            return nullptr;
+        }
+        // Explicit groups: x25519 first, then the NIST curves every stack has.
+        if (SSL_CTX_set1_groups_list(ctx, "X25519:P-256:P-384") != 1) {
+            f = config_failure("ciphers", "key exchange groups not available");
+            return nullptr;
+        }
+
+        if (c.certificate && (f = load_certificate(ctx, *c.certificate))) return nullptr;
+        if (!c.trusted_ca.empty() && (f = load_trusted(ctx, c.trusted_ca))) return nullptr;
+
+        switch (c.effective_verification()) {
+        case peer_verification::none: SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr); break;
+        case peer_verification::optional: SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr); break;
+        case peer_verification::required:
+            SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+            break;
+        }
+
+        if (c.psk) {
+            if (c.role == role::client)
+                SSL_CTX_set_psk_client_callback(ctx, psk_client_callback);
+            else
+                SSL_CTX_set_psk_server_callback(ctx, psk_server_callback);
+        }
+        if (!c.alpn.empty()) {
+            std::string wire;
+            for (const auto& p : c.alpn) {
+                wire += static_cast<char>(p.size());
+                wire += p;
+            }
+            result->alpn_wire_ = wire;
+            if (c.role == role::client) {
+                if (SSL_CTX_set_alpn_protos(ctx, reinterpret_cast<const unsigned char*>(wire.data()),
+                                            static_cast<unsigned>(wire.size())) != 0) {
+                    f = config_failure("alpn", "rejected by OpenSSL");
+                    return nullptr;
+                }
+            } else {
+                SSL_CTX_set_alpn_select_cb(ctx, alpn_select_callback, result.get());
+            }
+        }
+        if (c.key_log) SSL_CTX_set_keylog_callback(ctx, key_log_callback);
+        if (c.role == role::server) {
+            SSL_CTX_set_cookie_generate_cb(ctx, cookie_generate_callback);
+            SSL_CTX_set_cookie_verify_cb(ctx, cookie_verify_callback);
+        }
+        result->self_ = result;
+        return result;
+    }
+
+    static std::optional<session> connect(context& ctx, failure& f)
+    {
+        auto s = make_session(owner_of(ctx), f);
+        if (!s) return std::nullopt;
+        SSL* ssl = s->ssl_.get();
+        SSL_set_connect_state(ssl);
+        const auto& c = ctx.settings();
+        if (!c.server_name.empty()) {
+            // SNI carries host names only (RFC 6066 §3), never IP literals.
+            const bool is_ip = is_ip_literal(c.server_name);
+            if (!is_ip) SSL_set_tlsext_host_name(ssl, c.server_name.c_str());
+            if (c.effective_verification() != peer_verification::none) {
+                X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+                const int ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, c.server_name.c_str())
+                                     : X509_VERIFY_PARAM_set1_host(param, c.server_name.c_str(), 0);
+                if (ok != 1) {
+                    f = detail::openssl::config_failure("server_name", "not a valid host name or address");
+                    return std::nullopt;
+                }
+            }
+        }
+        return s;
+    }
+
+    static std::optional<listener> make_listener(context& ctx, failure& f)
+    {
+        auto first = make_session(owner_of(ctx), f);
+        if (!first) return std::nullopt;
+        return listener(owner_of(ctx), std::move(*first));
+    }
+
+private:
+    static std::shared_ptr<context> owner_of(context& ctx) { return ctx.self_.lock(); }
+
+    static std::optional<session> make_session(std::shared_ptr<context> ctx, failure& f)
+    {
+        using namespace detail::openssl;
+        session s;
+        s.context_ = ctx;
+        s.bio_ = std::make_unique<bio_state>();
+        s.bio_->mtu = static_cast<long>(ctx->settings().max_udp_payload);
+        s.ssl_.reset(SSL_new(ctx->native()));
+        if (!s.ssl_) {
+            f = make_failure(errc::internal, "SSL_new: " + drain_errors());
+            return std::nullopt;
+        }
+        SSL* ssl = s.ssl_.get();
+        BIO* bio = make_datagram_bio(*s.bio_);
+        if (bio == nullptr) {
+            f = make_failure(errc::internal, "BIO_new: " + drain_errors());
+            return std::nullopt;
+        }
+        SSL_set_bio(ssl, bio, bio); // the SSL owns the BIO (one reference for read and write)
+        // After SSL_new (the option is on the SSL_CTX) and after the BIO, so
+        // OpenSSL's minimum check sees our zero overhead: 256 bytes.
+        if (SSL_set_mtu(ssl, s.bio_->mtu) <= 0) { // returns the MTU it set, 0 when below its floor
+            f = make_failure(errc::mtu_too_small, "OpenSSL refused MTU " + std::to_string(s.bio_->mtu));
+            return std::nullopt;
+        }
+        DTLS_set_timer_cb(ssl, timer_callback);
+        if (ctx->settings().role == role::server) SSL_set_accept_state(ssl);
+        return s;
+    }
+
+    // Called by OpenSSL when it starts or doubles its retransmission timer:
+    // 0 asks for the initial value; return the next one, capped.
+    static unsigned int timer_callback(SSL* ssl, unsigned int previous_us)
+    {
+        const auto* ctx = static_cast<const context*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+        const auto initial = std::chrono::duration_cast<std::chrono::microseconds>(
+            ctx->settings().initial_retransmission_timeout);
+        const auto maximum =
+            std::chrono::duration_cast<std::chrono::microseconds>(ctx->settings().max_retransmission_timeout);
+        if (previous_us == 0) return static_cast<unsigned int>(initial.count());
+        const auto doubled = std::min<long long>(2LL * previous_us, maximum.count());
+        return static_cast<unsigned int>(doubled);
+    }
+
+    static const context& context_of(SSL* ssl)
+    {
+        return *static_cast<const context*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+    }
+
+    static const detail::openssl::bio_state* bio_of(SSL* ssl)
+    {
+        return static_cast<const detail::openssl::bio_state*>(BIO_get_data(SSL_get_rbio(ssl)));
+    }
+
+    static int cookie_generate_callback(SSL* ssl, unsigned char* cookie, unsigned int* length)
+    {
+        const auto* state = bio_of(ssl);
+        if (state == nullptr) return 0;
+        const auto value = context_of(ssl).cookies().make(state->peer());
+        std::memcpy(cookie, value.data(), value.size());
+        *length = static_cast<unsigned int>(value.size());
+        return 1;
+    }
+
+    static int cookie_verify_callback(SSL* ssl, const unsigned char* cookie, unsigned int length)
+    {
+        const auto* state = bio_of(ssl);
+        if (state == nullptr) return 0;
+        return context_of(ssl).cookies().verify(state->peer(), std::span(cookie, length)) ? 1 : 0;
+    }
+
+    static unsigned int psk_client_callback(SSL* ssl, const char* /*hint*/, char* identity,
+                                            unsigned int max_identity, unsigned char* key, unsigned int max_key)
+    {
+        const auto& psk = *context_of(ssl).settings().psk;
+        if (psk.identity.size() + 1 > max_identity || psk.key.size() > max_key) return 0;
+        std::memcpy(identity, psk.identity.c_str(), psk.identity.size() + 1);
+        std::memcpy(key, psk.key.data(), psk.key.size());
+        return static_cast<unsigned int>(psk.key.size());
+    }
+
+    static unsigned int psk_server_callback(SSL* ssl, const char* identity, unsigned char* key,
+                                            unsigned int max_key)
+    {
+        const auto& psk = *context_of(ssl).settings().psk;
+        // An unknown identity returns 0: OpenSSL then fails the handshake
+        // with an unknown_psk_identity alert (RFC 4279 §2).
+        if (identity == nullptr || psk.identity != identity || psk.key.size() > max_key) return 0;
+        std::memcpy(key, psk.key.data(), psk.key.size());
+        return static_cast<unsigned int>(psk.key.size());
+    }
+
+    static int alpn_select_callback(SSL* /*ssl*/, const unsigned char** out, unsigned char* out_length,
+                                    const unsigned char* in, unsigned int in_length, void* arg)
+    {
+        const auto* ctx = static_cast<const context*>(arg);
+        unsigned char* selected = nullptr;
+        const auto& ours = ctx->alpn_wire_;
+        if (SSL_select_next_proto(&selected, out_length, reinterpret_cast<const unsigned char*>(ours.data()),
+                                  static_cast<unsigned>(ours.size()), in, in_length) != OPENSSL_NPN_NEGOTIATED)
+            return SSL_TLSEXT_ERR_ALERT_FATAL; // RFC 7301 §3.2: no_application_protocol
+        *out = selected;
+        return SSL_TLSEXT_ERR_OK;
+    }
+
+    static void key_log_callback(const SSL* ssl, const char* line)
+    {
+        const auto* ctx = static_cast<const context*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+        if (ctx->settings().key_log) ctx->settings().key_log(line);
+    }
+
+    static bool is_ip_literal(const std::string& name)
+    {
+        ASN1_OCTET_STRING* ip = a2i_IPADDRESS(name.c_str());
+        if (ip == nullptr) return false;
+        ASN1_OCTET_STRING_free(ip);
+        return true;
+    }
+
+    static failure load_certificate(SSL_CTX* ctx, const x509_credentials& credentials)
+    {
+        using namespace detail::openssl;
+        bio_ptr chain(open_pem(credentials.certificate_chain), &BIO_free);
+        if (!chain) return config_failure("certificate.certificate_chain", "cannot open");
+        X509* leaf = PEM_read_bio_X509(chain.get(), nullptr, nullptr, nullptr);
+        if (leaf == nullptr) return config_failure("certificate.certificate_chain", "no PEM certificate found");
+        const int used = SSL_CTX_use_certificate(ctx, leaf);
+        X509_free(leaf);
+        if (used != 1) return config_failure("certificate.certificate_chain", "certificate rejected");
+        // The rest of the file is the chain up to (not including) the root.
+        while (X509* extra = PEM_read_bio_X509(chain.get(), nullptr, nullptr, nullptr)) {
+            if (SSL_CTX_add0_chain_cert(ctx, extra) != 1) {
+                X509_free(extra);
+                return config_failure("certificate.certificate_chain", "intermediate rejected");
+            }
+        }
+        ERR_clear_error(); // the loop ends on a "no start line" error: expected
+
+        bio_ptr key_bio(open_pem(credentials.private_key), &BIO_free);
+        if (!key_bio) return config_failure("certificate.private_key", "cannot open");
+        EVP_PKEY* key = PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr);
+        if (key == nullptr) return config_failure("certificate.private_key", "no PEM private key found");
+        const int key_used = SSL_CTX_use_PrivateKey(ctx, key);
+        EVP_PKEY_free(key);
+        if (key_used != 1 || SSL_CTX_check_private_key(ctx) != 1)
+            return config_failure("certificate.private_key", "does not match the certificate");
+        return {};
+    }
+
+    static failure load_trusted(SSL_CTX* ctx, const pem_source& source)
+    {
+        using namespace detail::openssl;
+        bio_ptr bio(open_pem(source), &BIO_free);
+        if (!bio) return config_failure("trusted_ca", "cannot open");
+        X509_STORE* store = SSL_CTX_get_cert_store(ctx);
+        int count = 0;
+        while (X509* cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) {
+            X509_STORE_add_cert(store, cert);
+            X509_free(cert);
+            ++count;
+        }
+        ERR_clear_error();
+        if (count == 0) return config_failure("trusted_ca", "no PEM certificate found");
+        return {};
+    }
+};
+
+static_assert(backend<openssl_backend>);
+
+} // namespace dtlspp

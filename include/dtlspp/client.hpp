@@ -1,0 +1,150 @@
+// dtlspp::client<Backend>: a small blocking convenience over one endpoint
+// and one UDP socket, for programs that just want to connect, send and
+// receive (the echo client is one). Every wait is bounded: connect by the
+// handshake deadline, receive by its timeout.
+#pragma once
+
+#include <dtlspp/endpoint.hpp>
+#include <dtlspp/transport/address.hpp>
+#include <dtlspp/transport/udp_socket.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <deque>
+#include <optional>
+#include <vector>
+
+namespace dtlspp {
+
+template <backend Backend>
+class client {
+public:
+    using endpoint_type = endpoint<Backend>;
+
+    // Connects and completes the handshake, or fails with the reason.
+    static std::optional<client> connect(const config& c, const peer_address& server, failure& f,
+                                         typename endpoint_type::trace_hook trace = {})
+    {
+        std::error_code ec;
+        auto socket = udp_socket::open(server.family(), ec);
+        if (ec) {
+            f = {ec, "cannot open a UDP socket for " + server.to_string()};
+            return std::nullopt;
+        }
+        auto ctx = Backend::make_context(c, f);
+        if (!ctx) return std::nullopt;
+        auto e = endpoint_type::connect(std::move(ctx), clock::now(), f, std::move(trace));
+        if (!e) return std::nullopt;
+        client result(std::move(socket), server, std::move(*e));
+        result.flush(ec);
+        while (!ec && result.association_.state() == endpoint_state::handshaking)
+            result.wait_and_process(std::chrono::milliseconds(1000), ec);
+        if (ec) {
+            f = {ec, "socket error during the handshake with " + server.to_string()};
+            return std::nullopt;
+        }
+        if (!result.association_.is_open()) {
+            f = result.association_.last_failure();
+            return std::nullopt;
+        }
+        return result;
+    }
+
+    void send(std::span<const std::byte> data, std::error_code& ec)
+    {
+        association_.send(data, clock::now(), ec);
+        if (!ec) flush(ec);
+    }
+
+    // Waits up to `timeout` for one message; copies it into `buffer` and
+    // returns its size. nullopt on timeout, or with ec set when the
+    // association closed or failed.
+    std::optional<std::size_t> receive(std::span<std::byte> buffer, std::chrono::milliseconds timeout,
+                                       std::error_code& ec)
+    {
+        ec.clear();
+        const auto give_up = clock::now() + timeout;
+        while (inbox_.empty()) {
+            if (association_.state() == endpoint_state::closed || association_.state() == endpoint_state::failed) {
+                ec = association_.error() ? association_.error() : make_error_code(errc::peer_closed);
+                return std::nullopt;
+            }
+            const auto now = clock::now();
+            if (now >= give_up) return std::nullopt;
+            wait_and_process(std::chrono::duration_cast<std::chrono::milliseconds>(give_up - now) +
+                                 std::chrono::milliseconds(1),
+                             ec);
+            if (ec) return std::nullopt;
+        }
+        auto& message = inbox_.front();
+        const auto n = std::min(message.size(), buffer.size());
+        std::copy_n(message.begin(), n, buffer.begin());
+        inbox_.pop_front();
+        return n;
+    }
+
+    // Sends close_notify.
+    void close()
+    {
+        association_.close(clock::now());
+        std::error_code ignored;
+        flush(ignored);
+    }
+
+    const endpoint_type& association() const noexcept { return association_; }
+    const udp_socket& socket() const noexcept { return socket_; }
+
+private:
+    client(udp_socket socket, peer_address server, endpoint_type association)
+        : socket_(std::move(socket)), server_(std::move(server)), association_(std::move(association))
+    {
+    }
+
+    void flush(std::error_code& ec)
+    {
+        association_.drain([&](std::span<const std::byte> d) {
+            std::error_code send_error;
+            socket_.send_to(d, server_, send_error);
+            // A full socket buffer loses the datagram like the network
+            // would; DTLS retransmits. Other errors are the caller's.
+            if (send_error && send_error != std::errc::operation_would_block) ec = send_error;
+        });
+    }
+
+    // Waits for a datagram or the endpoint's next deadline (at most `limit`),
+    // then feeds, times out and flushes.
+    void wait_and_process(std::chrono::milliseconds limit, std::error_code& ec)
+    {
+        auto wait = limit;
+        if (auto deadline = association_.next_deadline()) {
+            const auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - clock::now());
+            wait = std::clamp(left, std::chrono::milliseconds(0), limit);
+        }
+        const bool readable = socket_.wait_readable(wait, ec);
+        if (ec) return;
+        if (readable) {
+            thread_local std::array<std::byte, max_datagram_in + 1> buffer;
+            for (int i = 0; i < 64; ++i) {
+                peer_address from;
+                std::error_code receive_error;
+                auto n = socket_.receive_from(buffer, from, receive_error);
+                if (!n) break;
+                // Only the server we connected to may speak; a truncated
+                // datagram is oversized and the endpoint drops and counts it.
+                if (!(from == server_)) continue;
+                association_.receive(std::span<const std::byte>(buffer.data(), *n), clock::now(),
+                                     [&](std::span<const std::byte> data) { inbox_.emplace_back(data.begin(), data.end()); });
+            }
+        }
+        if (auto deadline = association_.next_deadline(); deadline && clock::now() >= *deadline)
+            association_.on_timeout(clock::now());
+        flush(ec);
+    }
+
+    udp_socket socket_;
+    peer_address server_;
+    endpoint_type association_;
+    std::deque<std::vector<std::byte>> inbox_;
+};
+
+} // namespace dtlspp

@@ -1,0 +1,191 @@
+// One backend-neutral description of a DTLS endpoint.
+//
+// Every backend maps these fields onto its own native calls (see
+// docs/backends.md). validate() rejects a bad config before any traffic, with
+// a message that names the field, so a typo never turns into a handshake that
+// silently times out.
+#pragma once
+
+#include <dtlspp/error.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace dtlspp {
+
+enum class role { client, server };
+
+// PEM text, either inline or read from a file. Exactly one may be set.
+struct pem_source {
+    std::string file;
+    std::string pem;
+
+    static pem_source from_file(std::string path) { return {std::move(path), {}}; }
+    static pem_source from_memory(std::string text) { return {{}, std::move(text)}; }
+    bool empty() const noexcept { return file.empty() && pem.empty(); }
+};
+
+// A certificate chain (leaf first, then intermediates) and its private key.
+struct x509_credentials {
+    pem_source certificate_chain;
+    pem_source private_key;
+};
+
+struct psk_credentials {
+    std::string identity;
+    std::vector<std::uint8_t> key;
+};
+
+// Whether the peer's certificate is checked. Clients verify by default; a
+// server asks for client certificates only when told to.
+enum class peer_verification {
+    none,     // no check at all: only for tests and PSK
+    optional, // servers: ask for a certificate, verify it if one is sent
+    required, // verify, and fail when none is sent
+};
+
+// Cipher suites offered. The default allows only AEAD suites with forward
+// secrecy (ECDHE + AES-GCM or ChaCha20-Poly1305), or PSK + AEAD with a PSK.
+enum class cipher_policy { aead_only };
+
+struct config {
+    dtlspp::role role = role::client;
+
+    // The largest UDP payload either side may send, in bytes: the "MTU" as a
+    // DTLS stack sees it (link MTU minus IP and UDP headers). 1200 is what
+    // QUIC and WebRTC use: it fits IPv6's 1280-byte minimum link MTU with
+    // room for tunnels, so it is safe on almost any path.
+    std::size_t max_udp_payload = 1200;
+
+    // Our certificate (required on servers unless a PSK is set; optional on
+    // clients, for client authentication).
+    std::optional<x509_credentials> certificate;
+    // CA bundle used to verify the peer.
+    pem_source trusted_ca;
+    std::optional<psk_credentials> psk;
+
+    // Defaults to required for clients and none for servers (see
+    // effective_verification()).
+    std::optional<peer_verification> verification;
+    // Clients: the host name sent as SNI and checked against the server's
+    // certificate. Required when verifying certificates.
+    std::string server_name;
+
+    cipher_policy ciphers = cipher_policy::aead_only;
+
+    // Retransmission timer, RFC 6347 §4.2.4.1: start at 1 s, double on each
+    // timeout, never above 60 s.
+    std::chrono::milliseconds initial_retransmission_timeout{1000};
+    std::chrono::milliseconds max_retransmission_timeout{60000};
+    // The handshake either completes or fails with errc::handshake_timeout
+    // by this time after it started; it never loops.
+    std::chrono::milliseconds handshake_deadline{30000};
+
+    // Servers: the secret behind stateless cookies (RFC 6347 §4.2.1). Empty
+    // means a random secret per server; set the same one on every server
+    // behind a load balancer. At least 16 bytes.
+    std::vector<std::uint8_t> cookie_secret;
+    // How often the cookie secret rotates (a cookie stays valid for up to
+    // two periods).
+    std::chrono::seconds cookie_lifetime{60};
+
+    // ALPN protocol names offered (clients) or accepted (servers).
+    std::vector<std::string> alpn;
+
+    // Called with one line of the NSS key log format ("CLIENT_RANDOM <client
+    // random> <master secret>", hex) per handshake, so Wireshark can decrypt
+    // a capture. Empty: no key is ever exported.
+    std::function<void(std::string_view line)> key_log;
+
+    peer_verification effective_verification() const noexcept
+    {
+        if (verification) return *verification;
+        if (psk && !certificate && trusted_ca.empty()) return peer_verification::none;
+        return role == role::client ? peer_verification::required : peer_verification::none;
+    }
+};
+
+// The smallest payload dtlspp accepts. Below it neither a ClientHello with
+// the default suites nor a useful record fits, and OpenSSL refuses to go
+// below 256 bytes of DTLS datagram at all.
+inline constexpr std::size_t min_udp_payload = 256;
+// The largest: a UDP datagram can carry 65,507 bytes over IPv4, but no DTLS
+// record exceeds 2^14 bytes of plaintext plus expansion, so larger values only
+// hide fragmentation in the IP layer.
+inline constexpr std::size_t max_udp_payload_limit = 16384 + 2048;
+
+// Checks what can be checked without the backend: presence, ranges and
+// consistency. Backends add their own checks (can the PEM be parsed, does the
+// key match) when building a context.
+inline failure validate(const config& c)
+{
+    auto bad = [](std::string what) { return make_failure(errc::config_invalid, std::move(what)); };
+
+    if (c.max_udp_payload < min_udp_payload)
+        return make_failure(errc::mtu_too_small,
+                            "max_udp_payload: " + std::to_string(c.max_udp_payload) +
+                                " bytes cannot carry a ClientHello in one datagram (minimum " +
+                                std::to_string(min_udp_payload) + ")");
+    if (c.max_udp_payload > max_udp_payload_limit)
+        return bad("max_udp_payload: " + std::to_string(c.max_udp_payload) + " is above the limit of " +
+                   std::to_string(max_udp_payload_limit) + " bytes");
+
+    auto check_source = [&](const pem_source& s, const char* field) -> failure {
+        if (!s.file.empty() && !s.pem.empty())
+            return bad(std::string(field) + ": set either file or pem, not both");
+        return {};
+    };
+    if (c.certificate) {
+        if (c.certificate->certificate_chain.empty()) return bad("certificate.certificate_chain: empty");
+        if (c.certificate->private_key.empty()) return bad("certificate.private_key: empty");
+        if (auto f = check_source(c.certificate->certificate_chain, "certificate.certificate_chain")) return f;
+        if (auto f = check_source(c.certificate->private_key, "certificate.private_key")) return f;
+    }
+    if (auto f = check_source(c.trusted_ca, "trusted_ca")) return f;
+    if (c.psk) {
+        if (c.psk->identity.empty()) return bad("psk.identity: empty");
+        if (c.psk->identity.size() > 128) return bad("psk.identity: longer than 128 bytes");
+        if (c.psk->key.size() < 16) return bad("psk.key: shorter than 16 bytes (128 bits)");
+        if (c.psk->key.size() > 64) return bad("psk.key: longer than 64 bytes");
+    }
+
+    if (c.role == role::server && !c.certificate && !c.psk)
+        return bad("certificate: a server needs a certificate or a PSK");
+
+    const auto verification = c.effective_verification();
+    if (verification != peer_verification::none) {
+        if (c.trusted_ca.empty())
+            return bad("trusted_ca: required to verify the peer's certificate (or set verification = none)");
+        if (c.role == role::client && c.server_name.empty())
+            return bad("server_name: required to check the server's certificate against a host name");
+        if (c.role == role::client && verification == peer_verification::optional)
+            return bad("verification: optional is for servers; clients verify (required) or not (none)");
+    }
+
+    if (c.initial_retransmission_timeout.count() <= 0)
+        return bad("initial_retransmission_timeout: must be positive");
+    if (c.max_retransmission_timeout < c.initial_retransmission_timeout)
+        return bad("max_retransmission_timeout: below initial_retransmission_timeout");
+    if (c.handshake_deadline < c.initial_retransmission_timeout)
+        return bad("handshake_deadline: shorter than one retransmission timeout");
+    if (c.max_retransmission_timeout > std::chrono::hours(1))
+        return bad("max_retransmission_timeout: above one hour");
+
+    if (!c.cookie_secret.empty() && c.cookie_secret.size() < 16)
+        return bad("cookie_secret: shorter than 16 bytes");
+    if (c.cookie_lifetime.count() <= 0) return bad("cookie_lifetime: must be positive");
+
+    for (const auto& protocol : c.alpn)
+        if (protocol.empty() || protocol.size() > 255)
+            return bad("alpn: each protocol name must be 1 to 255 bytes");
+
+    return {};
+}
+
+} // namespace dtlspp

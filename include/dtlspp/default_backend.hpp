@@ -1,0 +1,17 @@
+// dtlspp::default_backend: the stack picked at build time.
+//
+// Meson's crypto_backend option defines DTLSPP_BACKEND_OPENSSL or
+// DTLSPP_BACKEND_MBEDTLS through dtlspp_dep; without either, OpenSSL.
+#pragma once
+
+#if defined(DTLSPP_BACKEND_MBEDTLS)
+#include <dtlspp/backend/mbedtls.hpp>
+namespace dtlspp {
+using default_backend = mbedtls_backend;
+}
+#else
+#include <dtlspp/backend/openssl.hpp>
+namespace dtlspp {
+using default_backend = openssl_backend;
+}
+#endif

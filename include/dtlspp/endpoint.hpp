@@ -1,0 +1,465 @@
+// dtlspp::endpoint<Backend>: one DTLS 1.2 association, sans-I/O.
+//
+// Inputs: a received datagram, the current time, application data, close.
+// Outputs: datagrams to send, application data received, the next deadline,
+// the state, a failure (std::error_code + text) and counters. It owns no
+// socket and never sleeps: a small loop elsewhere (udp_socket, server,
+// blocking_client, the in-memory link in tests) moves the datagrams.
+//
+// The rules that hold on every stack live here, not in the adapters:
+// - the handshake completes or fails with errc::handshake_timeout by
+//   config::handshake_deadline: it never loops;
+// - a datagram that is malformed, oversized or from a wrong epoch is dropped
+//   and counted before the stack sees it, and the association goes on;
+// - a client's ClientHello must fit one datagram (mbedTLS 2.28 servers cannot
+//   reassemble a fragmented one), else errc::mtu_too_small;
+// - counters are computed from the wire (trace.hpp), so they mean the same
+//   on every backend.
+#pragma once
+
+#include <dtlspp/backend/concept.hpp>
+#include <dtlspp/config.hpp>
+#include <dtlspp/error.hpp>
+#include <dtlspp/trace.hpp>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <system_error>
+#include <utility>
+
+namespace dtlspp {
+
+enum class endpoint_state { handshaking, open, closed, failed };
+
+inline std::string_view to_string(endpoint_state s) noexcept
+{
+    switch (s) {
+    case endpoint_state::handshaking: return "handshaking";
+    case endpoint_state::open: return "open";
+    case endpoint_state::closed: return "closed";
+    case endpoint_state::failed: return "failed";
+    }
+    return "unknown";
+}
+
+struct endpoint_counters {
+    std::uint64_t datagrams_in = 0;
+    std::uint64_t datagrams_out = 0;
+    std::uint64_t bytes_in = 0;
+    std::uint64_t bytes_out = 0;
+    std::uint64_t flights_out = 0;          // handshake flights sent, retransmissions included
+    std::uint64_t retransmissions = 0;      // flights that re-sent only what was sent before
+    std::uint64_t dropped_malformed = 0;    // unparseable record framing
+    std::uint64_t dropped_oversized = 0;    // larger than any DTLS datagram can be
+    std::uint64_t dropped_wrong_epoch = 0;  // epoch other than 0 or 1 (no renegotiation)
+    std::uint64_t dropped_not_open = 0;     // arrived after close or failure
+    std::uint64_t application_messages_in = 0;
+    std::uint64_t application_messages_out = 0;
+    std::uint64_t application_bytes_in = 0;
+    std::uint64_t application_bytes_out = 0;
+    std::size_t largest_datagram_out = 0;
+    std::chrono::nanoseconds handshake_duration{0};
+
+    std::uint64_t dropped() const noexcept
+    {
+        return dropped_malformed + dropped_oversized + dropped_wrong_epoch + dropped_not_open;
+    }
+};
+
+// The largest datagram dtlspp hands to a stack: one maximal record (2^14
+// plaintext + 2048 expansion, RFC 6347 §4.1) plus its header. Anything
+// bigger cannot be valid DTLS 1.2 and is dropped as oversized.
+inline constexpr std::size_t max_datagram_in = max_udp_payload_limit + record_header_size;
+
+// Called with every datagram in and out, e.g. describe_datagram for a
+// capture-like log, or a pcap_writer.
+using trace_hook = std::function<void(direction, std::span<const std::byte>)>;
+
+template <backend Backend>
+class endpoint {
+public:
+    using context_type = typename Backend::context;
+    using session_type = typename Backend::session;
+    using trace_hook = dtlspp::trace_hook;
+
+    // A client: builds a context from the config and sends the ClientHello.
+    static std::optional<endpoint> connect(const config& c, time_point now, failure& f)
+    {
+        auto ctx = Backend::make_context(c, f);
+        if (!ctx) return std::nullopt;
+        return connect(std::move(ctx), now, f);
+    }
+
+    // A client on a shared context (many associations, one config).
+    static std::optional<endpoint> connect(std::shared_ptr<context_type> ctx, time_point now, failure& f,
+                                           trace_hook trace = {})
+    {
+        if (ctx->settings().role != role::client) {
+            f = make_failure(errc::config_invalid, "role: connect needs a client config");
+            return std::nullopt;
+        }
+        auto s = Backend::connect(*ctx, f);
+        if (!s) return std::nullopt;
+        endpoint e(std::move(ctx), std::move(*s), now);
+        e.trace_ = std::move(trace);
+        e.advance_handshake();
+        e.check_client_hello();
+        e.after_call();
+        if (e.state_ == endpoint_state::failed) {
+            f = e.failure_;
+            return std::nullopt;
+        }
+        return e;
+    }
+
+    // A server-side association whose cookie verified (server<Backend> calls
+    // this). `first_flight` is what the stack queued while accepting.
+    static endpoint adopt(std::shared_ptr<context_type> ctx, session_type s, time_point now,
+                          const datagram_queue& first_flight, trace_hook trace = {})
+    {
+        endpoint e(std::move(ctx), std::move(s), now);
+        e.trace_ = std::move(trace);
+        for (std::size_t i = 0; i < first_flight.size(); ++i) e.out_.push(first_flight[i]);
+        e.account_output();
+        // Some stacks answer the verified ClientHello inside the listener
+        // (mbedTLS), others on the next handshake call (OpenSSL, after
+        // DTLSv1_listen): one call without input covers both.
+        e.advance_handshake();
+        e.after_call();
+        return e;
+    }
+
+    endpoint(endpoint&&) noexcept = default;
+    endpoint& operator=(endpoint&&) noexcept = default;
+
+    // Feeds one received datagram. Application data it carries is passed to
+    // on_data(std::span<const std::byte>) before this returns; the span is
+    // valid only during the call.
+    template <class OnData>
+    void receive(std::span<const std::byte> datagram, time_point now, OnData&& on_data)
+    {
+        bind(now);
+        ++counters_.datagrams_in;
+        counters_.bytes_in += datagram.size();
+        if (trace_) trace_(direction::in, datagram);
+        if (state_ == endpoint_state::closed || state_ == endpoint_state::failed) {
+            ++counters_.dropped_not_open;
+            return;
+        }
+        if (!admit(datagram)) return;
+
+        io_.input = datagram;
+        if (state_ == endpoint_state::handshaking) advance_handshake();
+        if (state_ == endpoint_state::open) drain_application_data(on_data);
+        io_.input = {};
+        after_call();
+    }
+
+    void receive(std::span<const std::byte> datagram, time_point now)
+    {
+        receive(datagram, now, [](std::span<const std::byte>) {});
+    }
+
+    // Call when now >= next_deadline(): retransmits, or fails the handshake
+    // once its deadline has passed.
+    void on_timeout(time_point now)
+    {
+        bind(now);
+        if (state_ == endpoint_state::closed || state_ == endpoint_state::failed) return;
+        if (state_ == endpoint_state::handshaking && now >= handshake_deadline_) {
+            fail_handshake_deadline();
+            return;
+        }
+        if (session_.handle_timeout(io_) == timeout_result::failed) {
+            fail(session_.last_failure());
+            return;
+        }
+        // mbedTLS may finish a handshake step from inside its timer path.
+        if (state_ == endpoint_state::handshaking) advance_handshake();
+        after_call();
+    }
+
+    // Sends one message as one record in one datagram.
+    void send(std::span<const std::byte> data, time_point now, std::error_code& ec)
+    {
+        bind(now);
+        ec.clear();
+        if (state_ != endpoint_state::open) {
+            ec = make_error_code(errc::not_open);
+            return;
+        }
+        const auto limit = session_.max_record_payload();
+        if (data.size() > limit) {
+            // Refuse rather than let the stack build a datagram over the MTU
+            // (OpenSSL would) or split the message (mbedTLS would not).
+            ec = make_error_code(errc::message_too_large);
+            return;
+        }
+        if (session_.write(io_, data) == step::failed) {
+            fail(session_.last_failure());
+            ec = failure_.code;
+            return;
+        }
+        ++counters_.application_messages_out;
+        counters_.application_bytes_out += data.size();
+        after_call();
+    }
+
+    void send(std::span<const std::byte> data, time_point now)
+    {
+        std::error_code ec;
+        send(data, now, ec);
+        if (ec) throw dtlspp::error(ec == failure_.code ? failure_ : failure{ec, {}});
+    }
+
+    // Queues close_notify; the association is closed afterwards.
+    void close(time_point now)
+    {
+        bind(now);
+        if (state_ == endpoint_state::open || state_ == endpoint_state::handshaking) {
+            session_.close(io_);
+            state_ = endpoint_state::closed;
+            after_call();
+        }
+    }
+
+    // Hands every queued datagram to send(std::span<const std::byte>) and
+    // empties the queue.
+    template <class Send>
+    void drain(Send&& send_datagram)
+    {
+        for (std::size_t i = 0; i < out_.size(); ++i) send_datagram(out_[i]);
+        out_.clear();
+        counted_ = 0;
+    }
+
+    const datagram_queue& pending() const noexcept { return out_; }
+
+    // When on_timeout must be called next; nullopt when nothing is due.
+    std::optional<time_point> next_deadline() const noexcept
+    {
+        if (state_ == endpoint_state::closed || state_ == endpoint_state::failed) return std::nullopt;
+        std::optional<time_point> due = session_deadline_;
+        if (state_ == endpoint_state::handshaking) due = due ? std::min(*due, handshake_deadline_) : handshake_deadline_;
+        return due;
+    }
+
+    endpoint_state state() const noexcept { return state_; }
+    bool is_open() const noexcept { return state_ == endpoint_state::open; }
+    std::error_code error() const noexcept { return failure_.code; }
+    const failure& last_failure() const noexcept { return failure_; }
+    const endpoint_counters& counters() const noexcept { return counters_; }
+    std::size_t max_message_size() const { return session_.max_record_payload(); }
+    std::string cipher_suite() const { return session_.cipher_suite(); }
+    const dtlspp::config& settings() const noexcept { return context_->settings(); }
+    session_type& native_session() noexcept { return session_; }
+    void set_trace(trace_hook hook) { trace_ = std::move(hook); }
+
+private:
+    endpoint(std::shared_ptr<context_type> ctx, session_type s, time_point now)
+        : context_(std::move(ctx)), session_(std::move(s))
+    {
+        io_.output = &out_;
+        bind(now);
+        started_ = now;
+        handshake_deadline_ = now + context_->settings().handshake_deadline;
+    }
+
+    // io_ points into this object, which may have moved since the last call.
+    void bind(time_point now) noexcept
+    {
+        io_.output = &out_;
+        io_.now = now;
+    }
+
+    // The pre-filter: the stack only ever sees well-framed DTLS 1.2 records
+    // of epoch 0 or 1.
+    bool admit(std::span<const std::byte> datagram)
+    {
+        if (datagram.size() > max_datagram_in) {
+            ++counters_.dropped_oversized;
+            return false;
+        }
+        bool wrong_epoch = false;
+        bool change_cipher_spec = false;
+        const auto parsed = parse_datagram(datagram, [&](const record_view& r) {
+            if (r.epoch > 1) wrong_epoch = true;
+            if (r.type == content_type::change_cipher_spec) change_cipher_spec = true;
+        });
+        if (!parsed.ok()) {
+            ++counters_.dropped_malformed;
+            return false;
+        }
+        if (wrong_epoch) {
+            ++counters_.dropped_wrong_epoch;
+            return false;
+        }
+        if (change_cipher_spec) peer_changed_cipher_ = true;
+        return true;
+    }
+
+    void advance_handshake()
+    {
+        switch (session_.handshake(io_)) {
+        case step::done:
+            state_ = endpoint_state::open;
+            counters_.handshake_duration = io_.now - started_;
+            break;
+        case step::failed: fail(session_.last_failure()); break;
+        case step::want_input: break;
+        }
+        account_output();
+    }
+
+    template <class OnData>
+    void drain_application_data(OnData& on_data)
+    {
+        // One buffer per thread: a record is handed to on_data before the
+        // next one is read, so no association needs a buffer of its own.
+        thread_local std::array<std::byte, 16384 + 256> buffer;
+        for (;;) {
+            const auto r = session_.read(io_, buffer);
+            if (r.status == read_result::kind::data) {
+                ++counters_.application_messages_in;
+                counters_.application_bytes_in += r.bytes;
+                on_data(std::span<const std::byte>(buffer.data(), r.bytes));
+                continue;
+            }
+            if (r.status == read_result::kind::closed) {
+                state_ = endpoint_state::closed;
+                failure_ = session_.last_failure();
+            } else if (r.status == read_result::kind::failed) {
+                fail(session_.last_failure());
+            }
+            break;
+        }
+    }
+
+    // A client whose ClientHello does not fit one datagram cannot talk to
+    // every server (mbedTLS 2.28 servers cannot reassemble it), so refuse
+    // before anything is sent.
+    void check_client_hello()
+    {
+        if (state_ == endpoint_state::failed) return;
+        std::uint32_t hello_length = 0;
+        bool whole = false;
+        if (out_.size() == 1) {
+            parse_datagram(out_[0], [&](const record_view& r) {
+                for (const auto& fragment : r.fragments()) {
+                    if (fragment.msg_type != static_cast<std::uint8_t>(handshake_type::client_hello)) continue;
+                    hello_length = fragment.length;
+                    whole = fragment.is_whole_message();
+                }
+            });
+        } else if (out_.size() > 1) {
+            parse_datagram(out_[0], [&](const record_view& r) {
+                for (const auto& fragment : r.fragments()) hello_length = fragment.length;
+            });
+        }
+        if (whole && out_[0].size() <= settings().max_udp_payload) return;
+        fail(make_failure(errc::mtu_too_small,
+                          "the ClientHello (" + std::to_string(hello_length) +
+                              " bytes) does not fit one datagram of max_udp_payload " +
+                              std::to_string(settings().max_udp_payload)));
+        out_.clear();
+        counted_ = 0;
+    }
+
+    void fail_handshake_deadline()
+    {
+        const auto& c = settings();
+        std::string why = "no handshake within " + std::to_string(c.handshake_deadline.count()) + " ms (" +
+                          std::to_string(counters_.retransmissions) + " retransmissions)";
+        // A PSK mismatch looks like silence in DTLS: records that fail
+        // authentication are dropped without an alert (RFC 6347 §4.1.2.7),
+        // so both sides wait for a Finished that never verifies. Once the
+        // cipher changed on either side with a PSK, that is the likely cause.
+        if (c.psk && (sent_change_cipher_ || peer_changed_cipher_)) {
+            fail(make_failure(errc::psk_mismatch,
+                              why + "; the cipher changed but no Finished verified: the pre-shared keys differ"));
+            return;
+        }
+        fail(make_failure(errc::handshake_timeout, why));
+    }
+
+    void fail(const failure& f)
+    {
+        state_ = endpoint_state::failed;
+        failure_ = f;
+        if (!failure_.code) failure_ = make_failure(errc::internal, "the stack failed without an error");
+    }
+
+    // Counts what the last call queued, and sorts handshake flights into
+    // first transmissions and retransmissions by their content: a flight
+    // that carries no handshake message, ChangeCipherSpec or Finished that
+    // was not sent before is a retransmission.
+    void account_output()
+    {
+        bool handshake_content = false;
+        bool new_content = false;
+        for (; counted_ < out_.size(); ++counted_) {
+            const auto d = out_[counted_];
+            ++counters_.datagrams_out;
+            counters_.bytes_out += d.size();
+            counters_.largest_datagram_out = std::max(counters_.largest_datagram_out, d.size());
+            if (trace_) trace_(direction::out, d);
+            parse_datagram(d, [&](const record_view& r) {
+                if (r.type == content_type::change_cipher_spec) {
+                    handshake_content = true;
+                    if (!sent_change_cipher_) new_content = true;
+                    sent_change_cipher_ = true;
+                } else if (r.type == content_type::handshake && r.is_encrypted()) {
+                    handshake_content = true;
+                    if (!sent_finished_) new_content = true;
+                    sent_finished_ = true;
+                } else if (r.type == content_type::handshake) {
+                    for (const auto& fragment : r.fragments()) {
+                        handshake_content = true;
+                        if (fragment.message_seq >= next_message_seq_) new_content = true;
+                        highest_seen_ = std::max<int>(highest_seen_, fragment.message_seq);
+                    }
+                }
+            });
+        }
+        if (!handshake_content) return;
+        next_message_seq_ = static_cast<std::uint32_t>(highest_seen_ + 1);
+        ++counters_.flights_out;
+        if (!new_content) ++counters_.retransmissions;
+    }
+
+    void after_call()
+    {
+        account_output();
+        session_deadline_ = (state_ == endpoint_state::closed || state_ == endpoint_state::failed)
+                                ? std::nullopt
+                                : session_.next_timeout(io_);
+    }
+
+    std::shared_ptr<context_type> context_;
+    session_type session_;
+    datagram_queue out_;
+    datagram_io io_;
+    trace_hook trace_;
+    endpoint_state state_ = endpoint_state::handshaking;
+    failure failure_;
+    endpoint_counters counters_;
+    time_point started_{};
+    time_point handshake_deadline_{};
+    std::optional<time_point> session_deadline_;
+    std::size_t counted_ = 0;
+    std::uint32_t next_message_seq_ = 0;
+    int highest_seen_ = -1;
+    bool sent_change_cipher_ = false;
+    bool sent_finished_ = false;
+    bool peer_changed_cipher_ = false;
+};
+
+} // namespace dtlspp

@@ -1,0 +1,296 @@
+// dtlspp::server<Backend>: many DTLS associations behind one unconnected
+// datagram socket, sans-I/O like the endpoint.
+//
+// Datagrams are demultiplexed by peer address. A peer without a session only
+// reaches the backend's stateless listener: a ClientHello without a valid
+// cookie is answered with a HelloVerifyRequest and forgotten, so spoofed
+// source addresses cost one HMAC and create nothing (RFC 6347 §4.2.1). A
+// session exists only once a cookie verifies, up to max_sessions; idle and
+// failed sessions expire; one ordered timer set serves every peer.
+//
+// Why one socket and no connect(): the seed's sample gave each client a
+// socket connected to it and bound to the listening port. Until that socket
+// exists, and on systems that deliver to the older socket, the client's next
+// flight lands on the listening socket instead and the handshake stalls or
+// loops (docs/mtu.md). With one socket every datagram takes the same path.
+#pragma once
+
+#include <dtlspp/backend/concept.hpp>
+#include <dtlspp/config.hpp>
+#include <dtlspp/endpoint.hpp>
+#include <dtlspp/error.hpp>
+#include <dtlspp/transport/address.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <set>
+#include <span>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace dtlspp {
+
+struct server_settings {
+    std::size_t max_sessions = 10000;
+    // An association with no datagram in either direction for this long is
+    // closed (close_notify sent) and forgotten.
+    std::chrono::milliseconds idle_timeout{60000};
+};
+
+struct server_counters {
+    std::uint64_t datagrams_in = 0;
+    std::uint64_t datagrams_out = 0;
+    std::uint64_t hello_verify_requests = 0; // cookieless or stale-cookie ClientHellos answered
+    std::uint64_t dropped_without_session = 0; // not a ClientHello, or unusable
+    std::uint64_t sessions_created = 0;
+    std::uint64_t sessions_refused = 0;       // cookie verified but max_sessions reached
+    std::uint64_t sessions_expired = 0;       // idle timeout
+    std::uint64_t sessions_failed = 0;
+    std::uint64_t sessions_closed = 0;
+};
+
+// What a server tells its handler. Each member is optional: a handler defines
+// the ones it cares about.
+//   on_open(const peer_address&)                       handshake complete
+//   on_data(const peer_address&, std::span<const std::byte>)
+//   on_close(const peer_address&, const failure&)      closed, failed or expired
+struct no_handler {};
+
+template <backend Backend>
+class server {
+public:
+    using endpoint_type = endpoint<Backend>;
+
+    static std::optional<server> create(const config& c, server_settings settings, failure& f)
+    {
+        if (c.role != role::server) {
+            f = make_failure(errc::config_invalid, "role: a server needs role::server");
+            return std::nullopt;
+        }
+        if (settings.max_sessions == 0) {
+            f = make_failure(errc::config_invalid, "max_sessions: must be at least 1");
+            return std::nullopt;
+        }
+        auto ctx = Backend::make_context(c, f);
+        if (!ctx) return std::nullopt;
+        auto l = Backend::make_listener(*ctx, f);
+        if (!l) return std::nullopt;
+        return server(std::move(ctx), std::move(*l), settings);
+    }
+
+    server(server&&) noexcept = default;
+    server& operator=(server&&) noexcept = default;
+
+    // One datagram from `from`.
+    template <class Handler = no_handler>
+    void receive(const peer_address& from, std::span<const std::byte> datagram, time_point now,
+                 Handler&& handler = {})
+    {
+        ++counters_.datagrams_in;
+        auto found = sessions_.find(from);
+        if (found != sessions_.end()) {
+            auto& s = *found->second;
+            s.last_activity = now;
+            s.association.receive(datagram, now, [&](std::span<const std::byte> data) {
+                if constexpr (requires { handler.on_data(from, data); }) handler.on_data(from, data);
+            });
+            settle(s, now, handler);
+            return;
+        }
+
+        datagram_io io;
+        io.input = datagram;
+        io.output = &front_door_out_;
+        io.now = now;
+        io.peer_id = from.transport_id();
+        const auto before = front_door_out_.size();
+        switch (listener_.offer(io)) {
+        case listen_result::dropped: ++counters_.dropped_without_session; break;
+        case listen_result::hello_verify_sent:
+            ++counters_.hello_verify_requests;
+            break;
+        case listen_result::accepted: {
+            auto verified = listener_.accept();
+            if (sessions_.size() >= settings_.max_sessions) {
+                // Refuse quietly: the client retries and times out by its own
+                // deadline; nothing of it is kept here.
+                ++counters_.sessions_refused;
+                front_door_out_.truncate(before);
+                return;
+            }
+            datagram_queue first_flight;
+            for (std::size_t i = before; i < front_door_out_.size(); ++i) first_flight.push(front_door_out_[i]);
+            // Those datagrams now belong to the endpoint, which queues them.
+            front_door_out_.truncate(before);
+            auto entry = std::make_unique<session_entry>(session_entry{
+                from, endpoint_type::adopt(context_, std::move(verified), now, first_flight, trace_), now, {}, false});
+            ++counters_.sessions_created;
+            auto& s = *sessions_.emplace(from, std::move(entry)).first->second;
+            settle(s, now, handler);
+            return;
+        }
+        }
+        for (std::size_t i = front_door_peers_.size(); i < front_door_out_.size(); ++i) front_door_peers_.push_back(from);
+    }
+
+    // Sends one message to an open association.
+    void send(const peer_address& to, std::span<const std::byte> data, time_point now, std::error_code& ec)
+    {
+        auto found = sessions_.find(to);
+        if (found == sessions_.end()) {
+            ec = make_error_code(errc::not_open);
+            return;
+        }
+        auto& s = *found->second;
+        s.association.send(data, now, ec);
+        s.last_activity = now;
+        collect(s);
+        // send() may be called from a handler inside receive(), so the entry
+        // must survive here: a failure is settled by the timer, right away.
+        unschedule(s);
+        s.scheduled = s.association.is_open() ? std::min(now + settings_.idle_timeout,
+                                                         s.association.next_deadline().value_or(time_point::max()))
+                                              : now;
+        timers_.emplace(*s.scheduled, &s);
+    }
+
+    // Runs every timer that is due: retransmissions, handshake deadlines,
+    // idle expiry.
+    template <class Handler = no_handler>
+    void on_timeout(time_point now, Handler&& handler = {})
+    {
+        while (!timers_.empty() && timers_.begin()->first <= now) {
+            session_entry* s = timers_.begin()->second;
+            timers_.erase(timers_.begin());
+            s->scheduled.reset();
+            if (now >= s->last_activity + settings_.idle_timeout) {
+                ++counters_.sessions_expired;
+                s->association.close(now);
+                collect(*s);
+                auto f = make_failure(errc::idle_timeout, "no datagram for " +
+                                                              std::to_string(settings_.idle_timeout.count()) + " ms");
+                if constexpr (requires { handler.on_close(s->peer, f); }) handler.on_close(s->peer, f);
+                sessions_.erase(s->peer);
+                continue;
+            }
+            s->association.on_timeout(now);
+            settle(*s, now, handler);
+        }
+    }
+
+    std::optional<time_point> next_deadline() const
+    {
+        if (timers_.empty()) return std::nullopt;
+        return timers_.begin()->first;
+    }
+
+    // Hands every queued datagram to send(const peer_address&, span).
+    template <class Send>
+    void drain(Send&& send_datagram)
+    {
+        for (std::size_t i = 0; i < front_door_out_.size(); ++i) {
+            ++counters_.datagrams_out;
+            send_datagram(front_door_peers_[i], front_door_out_[i]);
+        }
+        front_door_out_.clear();
+        front_door_peers_.clear();
+    }
+
+    // close_notify to every peer, then forget them all.
+    template <class Handler = no_handler>
+    void shutdown(time_point now, Handler&& handler = {})
+    {
+        for (auto& [peer, s] : sessions_) {
+            s->association.close(now);
+            collect(*s);
+            ++counters_.sessions_closed;
+            auto f = make_failure(errc::peer_closed, "server shut down");
+            if constexpr (requires { handler.on_close(peer, f); }) handler.on_close(peer, f);
+        }
+        timers_.clear();
+        sessions_.clear();
+    }
+
+    std::size_t session_count() const noexcept { return sessions_.size(); }
+    const server_counters& counters() const noexcept { return counters_; }
+    const endpoint_type* find(const peer_address& peer) const
+    {
+        auto found = sessions_.find(peer);
+        return found == sessions_.end() ? nullptr : &found->second->association;
+    }
+    // Every new association traces its datagrams through this hook.
+    void set_trace(typename endpoint_type::trace_hook hook) { trace_ = std::move(hook); }
+
+private:
+    struct session_entry {
+        peer_address peer;
+        endpoint_type association;
+        time_point last_activity;
+        std::optional<time_point> scheduled;
+        bool announced;
+    };
+
+    server(std::shared_ptr<typename Backend::context> ctx, typename Backend::listener l, server_settings settings)
+        : context_(std::move(ctx)), listener_(std::move(l)), settings_(settings)
+    {
+    }
+
+    // Moves an association's queued datagrams to the shared outbox.
+    void collect(session_entry& s)
+    {
+        s.association.drain([&](std::span<const std::byte> d) {
+            front_door_out_.push(d);
+            front_door_peers_.push_back(s.peer);
+        });
+    }
+
+    // After any event on an association: send what it queued, tell the
+    // handler what changed, reschedule its timer or forget it.
+    template <class Handler>
+    void settle(session_entry& s, time_point /*now*/, Handler& handler)
+    {
+        collect(s);
+        if (!s.announced && s.association.is_open()) {
+            s.announced = true;
+            if constexpr (requires { handler.on_open(s.peer); }) handler.on_open(s.peer);
+        }
+        const auto st = s.association.state();
+        if (st == endpoint_state::closed || st == endpoint_state::failed) {
+            if (st == endpoint_state::failed) ++counters_.sessions_failed;
+            else ++counters_.sessions_closed;
+            if constexpr (requires { handler.on_close(s.peer, s.association.last_failure()); })
+                handler.on_close(s.peer, s.association.last_failure());
+            unschedule(s);
+            const peer_address peer = s.peer;
+            sessions_.erase(peer);
+            return;
+        }
+        unschedule(s);
+        auto due = s.last_activity + settings_.idle_timeout;
+        if (auto deadline = s.association.next_deadline()) due = std::min(due, *deadline);
+        s.scheduled = due;
+        timers_.emplace(due, &s);
+    }
+
+    void unschedule(session_entry& s)
+    {
+        if (!s.scheduled) return;
+        timers_.erase({*s.scheduled, &s});
+        s.scheduled.reset();
+    }
+
+    std::shared_ptr<typename Backend::context> context_;
+    typename Backend::listener listener_;
+    server_settings settings_;
+    std::unordered_map<peer_address, std::unique_ptr<session_entry>> sessions_;
+    std::set<std::pair<time_point, session_entry*>> timers_;
+    datagram_queue front_door_out_;          // every datagram waiting to be sent
+    std::vector<peer_address> front_door_peers_; // its destination, index for index
+    server_counters counters_;
+    typename endpoint_type::trace_hook trace_;
+};
+
+} // namespace dtlspp

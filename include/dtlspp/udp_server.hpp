@@ -1,0 +1,93 @@
+// dtlspp::udp_server<Backend>: server<Backend> on one UDP socket, with the
+// one small loop that touches it.
+#pragma once
+
+#include <dtlspp/server.hpp>
+#include <dtlspp/transport/address.hpp>
+#include <dtlspp/transport/udp_socket.hpp>
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <optional>
+
+namespace dtlspp {
+
+template <backend Backend>
+class udp_server {
+public:
+    using core_type = server<Backend>;
+
+    static std::optional<udp_server> bind(const config& c, const peer_address& local, server_settings settings,
+                                          failure& f)
+    {
+        auto core = core_type::create(c, settings, f);
+        if (!core) return std::nullopt;
+        std::error_code ec;
+        auto socket = udp_socket::bind(local, ec);
+        if (ec) {
+            f = {ec, "cannot bind UDP " + local.to_string()};
+            return std::nullopt;
+        }
+        return udp_server(std::move(*core), std::move(socket));
+    }
+
+    // Waits up to max_wait (less when a timer is due), then handles every
+    // datagram waiting on the socket (at most a batch) and every due timer.
+    template <class Handler = no_handler>
+    void run_once(std::chrono::milliseconds max_wait, Handler&& handler = {})
+    {
+        auto wait = max_wait;
+        if (auto deadline = core_.next_deadline()) {
+            const auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - clock::now());
+            wait = std::clamp(left, std::chrono::milliseconds(0), max_wait);
+        }
+        std::error_code ec;
+        if (socket_.wait_readable(wait, ec)) {
+            thread_local std::array<std::byte, max_datagram_in + 1> buffer;
+            for (int i = 0; i < 256; ++i) {
+                peer_address from;
+                std::error_code receive_error;
+                auto n = socket_.receive_from(buffer, from, receive_error);
+                if (!n) break;
+                core_.receive(from, std::span<const std::byte>(buffer.data(), *n), clock::now(), handler);
+            }
+        }
+        core_.on_timeout(clock::now(), handler);
+        flush();
+    }
+
+    // Sends one message to an open association (from a handler, too).
+    void send(const peer_address& to, std::span<const std::byte> data, std::error_code& ec)
+    {
+        core_.send(to, data, clock::now(), ec);
+    }
+
+    // close_notify to every peer.
+    template <class Handler = no_handler>
+    void shutdown(Handler&& handler = {})
+    {
+        core_.shutdown(clock::now(), handler);
+        flush();
+    }
+
+    peer_address local_address() const { return socket_.local_address(); }
+    core_type& core() noexcept { return core_; }
+    const core_type& core() const noexcept { return core_; }
+
+    void flush()
+    {
+        core_.drain([&](const peer_address& to, std::span<const std::byte> d) {
+            std::error_code ignored; // a full buffer is loss; DTLS retransmits
+            socket_.send_to(d, to, ignored);
+        });
+    }
+
+private:
+    udp_server(core_type core, udp_socket socket) : core_(std::move(core)), socket_(std::move(socket)) {}
+
+    core_type core_;
+    udp_socket socket_;
+};
+
+} // namespace dtlspp

@@ -1,0 +1,30 @@
+// The backends this test build has, as a Boost.Test type list, so a
+// BOOST_AUTO_TEST_CASE_TEMPLATE runs once per stack.
+#pragma once
+
+#include <boost/mpl/list.hpp>
+
+#ifdef DTLSPP_HAVE_OPENSSL
+#include <dtlspp/backend/openssl.hpp>
+#endif
+#ifdef DTLSPP_HAVE_MBEDTLS
+#include <dtlspp/backend/mbedtls.hpp>
+#endif
+
+namespace dtlspp::test {
+
+#if defined(DTLSPP_HAVE_OPENSSL) && defined(DTLSPP_HAVE_MBEDTLS)
+using all_backends = boost::mpl::list<openssl_backend, mbedtls_backend>;
+#elif defined(DTLSPP_HAVE_OPENSSL)
+using all_backends = boost::mpl::list<openssl_backend>;
+#elif defined(DTLSPP_HAVE_MBEDTLS)
+using all_backends = boost::mpl::list<mbedtls_backend>;
+#else
+#error "the test suite needs at least one backend"
+#endif
+
+// OpenSSL's DTLS timer reads the wall clock; mbedTLS runs on ours.
+template <class Backend>
+inline constexpr bool runs_on_virtual_time = Backend::name == std::string_view("mbedtls");
+
+} // namespace dtlspp::test

@@ -1,0 +1,308 @@
+// endpoint<Backend> over in-memory pipes, typed over every backend: the
+// behaviour that must be the same on every stack.
+#define BOOST_TEST_MODULE endpoint
+#include <boost/test/unit_test.hpp>
+
+#include "backends.hpp"
+#include "support/harness.hpp"
+
+#include <random>
+
+using namespace dtlspp;
+using namespace dtlspp::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Short timers so loss tests finish quickly on real time (OpenSSL) too.
+config fast(config c, std::chrono::milliseconds deadline = 5000ms)
+{
+    c.initial_retransmission_timeout = 50ms;
+    c.max_retransmission_timeout = 400ms;
+    c.handshake_deadline = deadline;
+    return c;
+}
+
+template <class Backend>
+pipe_pair<Backend> make_pair(const config& server_cfg, const config& client_cfg)
+{
+    return pipe_pair<Backend>(server_cfg, client_cfg, runs_on_virtual_time<Backend>);
+}
+
+std::size_t largest(const std::vector<bytes>& datagrams)
+{
+    std::size_t n = 0;
+    for (const auto& d : datagrams) n = std::max(n, d.size());
+    return n;
+}
+
+// Number of handshake fragments in a datagram (plaintext ones).
+bool is_single_whole_client_hello(const bytes& d)
+{
+    int hellos = 0;
+    bool whole = false;
+    parse_datagram(d, [&](const record_view& r) {
+        for (const auto& fragment : r.fragments())
+            if (fragment.msg_type == 1) {
+                ++hellos;
+                whole = fragment.is_whole_message();
+            }
+    });
+    return hellos == 1 && whole;
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(x509_handshake_then_echo, Backend, all_backends)
+{
+    auto p = make_pair<Backend>(server_config(), client_config());
+    failure f;
+    BOOST_REQUIRE_MESSAGE(p.start(f), f.what());
+    p.run_handshake();
+    BOOST_REQUIRE_MESSAGE(p.client().is_open(), p.client().last_failure().what());
+    BOOST_TEST(!p.client().cipher_suite().empty());
+    BOOST_TEST(p.echo("hello over DTLS"));
+    BOOST_TEST(p.echo(std::string(1000, 'x')));
+    const auto& k = p.client().counters();
+    BOOST_TEST(k.retransmissions == 0u);
+    BOOST_TEST(k.flights_out == 3u); // ClientHello, ClientHello+cookie, key exchange + Finished
+    BOOST_TEST(k.application_messages_in == 2u);
+    BOOST_TEST(k.dropped() == 0u);
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(psk_handshake_then_echo, Backend, all_backends)
+{
+    auto p = make_pair<Backend>(psk_config(role::server), psk_config(role::client));
+    failure f;
+    BOOST_REQUIRE_MESSAGE(p.start(f), f.what());
+    p.run_handshake();
+    BOOST_REQUIRE_MESSAGE(p.client().is_open(), p.client().last_failure().what());
+    BOOST_TEST(p.client().cipher_suite().find("PSK") != std::string::npos);
+    BOOST_TEST(p.echo("psk"));
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(no_datagram_exceeds_the_mtu_with_a_large_chain, Backend, all_backends)
+{
+    for (std::size_t mtu : {512u, 1200u, 1400u}) {
+        BOOST_TEST_CONTEXT("max_udp_payload " << mtu)
+        {
+            auto server_cfg = server_config("server-rsa4096");
+            auto client_cfg = client_config();
+            server_cfg.max_udp_payload = mtu;
+            client_cfg.max_udp_payload = mtu;
+            auto p = make_pair<Backend>(server_cfg, client_cfg);
+            failure f;
+            BOOST_REQUIRE_MESSAGE(p.start(f), f.what());
+            p.run_handshake();
+            BOOST_REQUIRE_MESSAGE(p.client().is_open(), p.client().last_failure().what());
+            BOOST_TEST(p.echo(std::string(p.client().max_message_size(), 'm')));
+            BOOST_TEST(largest(p.delivered_to_server) <= mtu);
+            BOOST_TEST(largest(p.delivered_to_client) <= mtu);
+            // The chain (about 2.9 kB) must have been fragmented, not sent whole.
+            BOOST_TEST(p.delivered_to_client.size() >= 3u);
+            BOOST_REQUIRE(!p.delivered_to_server.empty());
+            BOOST_TEST(is_single_whole_client_hello(p.delivered_to_server[0]));
+            BOOST_TEST(p.client().counters().retransmissions == 0u);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_client_hello_that_cannot_fit_is_mtu_too_small, Backend, all_backends)
+{
+    auto client_cfg = client_config();
+    client_cfg.max_udp_payload = 256;
+    // Long ALPN names push the ClientHello past 256 bytes.
+    client_cfg.alpn = {std::string(60, 'a'), std::string(60, 'b'), std::string(60, 'c')};
+    failure f;
+    auto e = endpoint<Backend>::connect(client_cfg, clock::now(), f);
+    BOOST_TEST(!e);
+    BOOST_TEST((f.code == errc::mtu_too_small), f.what());
+    BOOST_TEST(f.message.find("max_udp_payload") != std::string::npos);
+
+    client_cfg.max_udp_payload = 200; // below any stack's floor: refused before the backend runs
+    auto e2 = endpoint<Backend>::connect(client_cfg, clock::now(), f);
+    BOOST_TEST(!e2);
+    BOOST_TEST((f.code == errc::mtu_too_small), f.what());
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(losing_any_one_handshake_datagram_is_recovered, Backend, all_backends)
+{
+    // Find how many datagrams each direction carries in a clean handshake.
+    std::size_t up = 0, down = 0;
+    {
+        auto p = make_pair<Backend>(fast(server_config()), fast(client_config()));
+        failure f;
+        BOOST_REQUIRE(p.start(f));
+        p.run_handshake();
+        BOOST_REQUIRE(p.client().is_open());
+        up = p.delivered_to_server.size();
+        down = p.delivered_to_client.size();
+    }
+    BOOST_TEST(up >= 3u);
+    BOOST_TEST(down >= 2u);
+    for (int to_server = 0; to_server < 2; ++to_server) {
+        const auto positions = to_server ? up : down;
+        for (std::size_t k = 1; k <= positions; ++k) {
+            BOOST_TEST_CONTEXT((to_server ? "client->server" : "server->client") << " datagram " << k)
+            {
+                auto p = make_pair<Backend>(fast(server_config()), fast(client_config()));
+                bool dropped = false;
+                p.filter = [&](const wire_event& e) {
+                    if (e.to_server == bool(to_server) && e.index == k && !dropped) {
+                        dropped = true;
+                        return false;
+                    }
+                    return true;
+                };
+                failure f;
+                BOOST_REQUIRE(p.start(f));
+                p.run_handshake(10s);
+                BOOST_TEST(dropped);
+                BOOST_REQUIRE_MESSAGE(p.client().is_open(), p.client().last_failure().what());
+                p.run_until([&] { return p.server_side() && p.server_side()->is_open(); }, 5s);
+                const auto* server_side = p.server_side();
+                BOOST_REQUIRE(server_side != nullptr);
+                const auto retransmissions =
+                    p.client().counters().retransmissions + server_side->counters().retransmissions;
+                BOOST_TEST(retransmissions >= 1u);
+                BOOST_TEST(p.echo("after loss"));
+            }
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(total_loss_ends_in_handshake_timeout_by_the_deadline, Backend, all_backends)
+{
+    const auto deadline = 1500ms;
+    auto p = make_pair<Backend>(fast(server_config(), deadline), fast(client_config(), deadline));
+    p.filter = [](const wire_event&) { return false; };
+    failure f;
+    const auto started = p.time.now();
+    BOOST_REQUIRE(p.start(f));
+    p.run_handshake(20s);
+    const auto elapsed = p.time.now() - started;
+    BOOST_TEST((p.client().state() == endpoint_state::failed));
+    BOOST_TEST((p.client().error() == errc::handshake_timeout), p.client().last_failure().what());
+    BOOST_TEST(elapsed >= deadline);
+    BOOST_TEST(elapsed <= deadline + 500ms); // bounded: it never loops on
+    BOOST_TEST(p.client().counters().retransmissions >= 2u);
+    BOOST_TEST(p.server_opened() == 0u);
+    BOOST_TEST(p.srv().session_count() == 0u); // nothing passed the cookie check
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(bad_datagrams_are_dropped_counted_and_harmless, Backend, all_backends)
+{
+    auto p = make_pair<Backend>(server_config(), client_config());
+    failure f;
+    BOOST_REQUIRE(p.start(f));
+    p.run_handshake();
+    BOOST_REQUIRE(p.client().is_open());
+    BOOST_REQUIRE(!p.delivered_to_client.empty());
+
+    std::mt19937 random(7);
+    std::uniform_int_distribution<int> byte(0, 255);
+    for (int i = 0; i < 200; ++i) {
+        bytes junk(static_cast<std::size_t>(1 + i * 7 % 300));
+        for (auto& b : junk) b = static_cast<std::byte>(byte(random));
+        p.inject_to_client(junk);
+        p.inject_to_server(junk);
+    }
+    // A truncated copy of a real record, at every length.
+    const auto real = p.delivered_to_client.back();
+    for (std::size_t n = 1; n < real.size(); ++n) p.inject_to_client(std::span(real).first(n));
+    // A well-formed record from an epoch that cannot exist (no renegotiation).
+    bytes wrong_epoch = real;
+    wrong_epoch[3] = std::byte{0};
+    wrong_epoch[4] = std::byte{5};
+    p.inject_to_client(wrong_epoch);
+    p.inject_to_server(wrong_epoch);
+    // Bigger than any DTLS datagram.
+    p.inject_to_client(bytes(70000, std::byte{23}));
+
+    const auto& k = p.client().counters();
+    BOOST_TEST(k.dropped_wrong_epoch >= 1u);
+    BOOST_TEST(k.dropped_oversized == 1u);
+    BOOST_TEST(k.dropped_malformed >= real.size() - 1);
+    BOOST_TEST(p.client().is_open());
+    BOOST_TEST(p.echo("still alive"));
+    BOOST_REQUIRE(p.server_side() != nullptr);
+    BOOST_TEST(p.server_side()->counters().dropped() >= 1u);
+    BOOST_TEST(p.srv().session_count() == 1u);
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(certificate_failures_give_verify_failed, Backend, all_backends)
+{
+    struct scenario {
+        std::string name;
+        config server_cfg;
+        config client_cfg;
+        std::string says;
+    };
+    auto wrong_name = client_config();
+    wrong_name.server_name = "localhost";
+    const std::vector<scenario> scenarios = {
+        {"wrong CA", server_config("server-other"), client_config(), "issuer"},
+        {"expired", server_config("server-expired"), client_config(), "expired"},
+        {"wrong host", server_config("server-wronghost"), wrong_name, "mismatch"},
+    };
+    for (const auto& s : scenarios) {
+        BOOST_TEST_CONTEXT(s.name)
+        {
+            auto p = make_pair<Backend>(fast(s.server_cfg), fast(s.client_cfg));
+            failure f;
+            BOOST_REQUIRE(p.start(f));
+            p.run_handshake();
+            BOOST_TEST((p.client().error() == errc::verify_failed), p.client().last_failure().what());
+            BOOST_TEST(p.client().last_failure().message.find(s.says) != std::string::npos,
+                       p.client().last_failure().message);
+            BOOST_TEST(p.server_opened() == 0u);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_psk_mismatch_fails_on_both_sides, Backend, all_backends)
+{
+    auto server_cfg = fast(psk_config(role::server, 0x11), 2000ms);
+    auto client_cfg = fast(psk_config(role::client, 0x22), 2000ms);
+    auto p = make_pair<Backend>(server_cfg, client_cfg);
+    failure f;
+    BOOST_REQUIRE(p.start(f));
+    p.run_until([&] { return p.client().state() == endpoint_state::failed && !p.server_failures().empty(); }, 10s);
+    BOOST_TEST((p.client().error() == errc::psk_mismatch), p.client().last_failure().what());
+    BOOST_REQUIRE(!p.server_failures().empty());
+    BOOST_TEST((p.server_failures().front().code == errc::psk_mismatch), p.server_failures().front().what());
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(messages_larger_than_a_record_are_refused, Backend, all_backends)
+{
+    auto p = make_pair<Backend>(server_config(), client_config());
+    failure f;
+    BOOST_REQUIRE(p.start(f));
+    p.run_handshake();
+    BOOST_REQUIRE(p.client().is_open());
+    std::error_code ec;
+    const auto limit = p.client().max_message_size();
+    BOOST_TEST(limit > 1000u);
+    BOOST_TEST(limit < 1200u);
+    bytes big(limit + 1);
+    p.client().send(big, p.time.now(), ec);
+    BOOST_TEST((ec == errc::message_too_large));
+    BOOST_TEST(p.client().is_open());
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(close_notify_closes_the_peer, Backend, all_backends)
+{
+    auto p = make_pair<Backend>(server_config(), client_config());
+    failure f;
+    BOOST_REQUIRE(p.start(f));
+    p.run_handshake();
+    BOOST_REQUIRE(p.client().is_open());
+    p.client().close(p.time.now());
+    p.run_until([&] { return p.srv().session_count() == 0; }, 2s);
+    BOOST_TEST(p.srv().session_count() == 0u);
+    BOOST_REQUIRE(!p.server_failures().empty());
+    BOOST_TEST((p.server_failures().front().code == errc::peer_closed));
+    std::error_code ec;
+    p.client().send(as_bytes("late"), p.time.now(), ec);
+    BOOST_TEST((ec == errc::not_open));
+}
