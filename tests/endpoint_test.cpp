@@ -236,14 +236,14 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(certificate_failures_give_verify_failed, Backend, 
         std::string name;
         config server_cfg;
         config client_cfg;
-        std::string says;
+        std::vector<std::string> says; // each stack words it its own way
     };
     auto wrong_name = client_config();
     wrong_name.server_name = "localhost";
     const std::vector<scenario> scenarios = {
-        {"wrong CA", server_config("server-other"), client_config(), "issuer"},
-        {"expired", server_config("server-expired"), client_config(), "expired"},
-        {"wrong host", server_config("server-wronghost"), wrong_name, "mismatch"},
+        {"wrong CA", server_config("server-other"), client_config(), {"issuer", "trusted CA"}},
+        {"expired", server_config("server-expired"), client_config(), {"expired"}},
+        {"wrong host", server_config("server-wronghost"), wrong_name, {"mismatch", "does not match"}},
     };
     for (const auto& s : scenarios) {
         BOOST_TEST_CONTEXT(s.name)
@@ -253,8 +253,10 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(certificate_failures_give_verify_failed, Backend, 
             BOOST_REQUIRE(p.start(f));
             p.run_handshake();
             BOOST_TEST((p.client().error() == errc::verify_failed), p.client().last_failure().what());
-            BOOST_TEST(p.client().last_failure().message.find(s.says) != std::string::npos,
-                       p.client().last_failure().message);
+            const auto& message = p.client().last_failure().message;
+            BOOST_TEST(std::any_of(s.says.begin(), s.says.end(),
+                                   [&](const std::string& w) { return message.find(w) != std::string::npos; }),
+                       message);
             BOOST_TEST(p.server_opened() == 0u);
         }
     }

@@ -16,6 +16,7 @@
 // | B::name                       | std::string_view                | "openssl", "mbedtls"                           |
 // | B::version()                  | std::string                     | the stack's version string                     |
 // | B::make_context(cfg, f)       | std::shared_ptr<B::context>     | credentials, verification, ciphers; null + f on error |
+// | ctx.settings()                | const config&                   | the config it was built from                   |
 // | B::connect(ctx, f)            | std::optional<B::session>       | a client session, nothing sent yet             |
 // | B::make_listener(ctx, f)      | std::optional<B::listener>      | a server's stateless front door                |
 // | l.offer(io)                   | listen_result                   | one datagram from io.peer_id: HVR sent, dropped or accepted |
@@ -134,6 +135,7 @@ concept backend =
         { B::name } -> std::convertible_to<std::string_view>;
         { B::version() } -> std::convertible_to<std::string>;
         { B::make_context(cfg, f) } -> std::same_as<std::shared_ptr<typename B::context>>;
+        { std::as_const(ctx).settings() } -> std::same_as<const config&>;
         { B::connect(ctx, f) } -> std::same_as<std::optional<typename B::session>>;
         { B::make_listener(ctx, f) } -> std::same_as<std::optional<typename B::listener>>;
         { l.offer(io) } -> std::same_as<listen_result>;

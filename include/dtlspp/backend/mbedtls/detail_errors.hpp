@@ -1,0 +1,173 @@
+// mbedTLS 2.28 error codes and TLS alerts, mapped onto dtlspp::errc.
+//
+// mbedTLS reports everything as one negative int. Its text comes from
+// mbedtls_strerror(); a certificate problem is only described by the flags
+// of mbedtls_ssl_get_verify_result(), which mbedtls_x509_crt_verify_info()
+// turns into sentences. The failure message keeps both, because that text
+// is what tells a human which certificate or setting is wrong.
+#pragma once
+
+#include <dtlspp/error.hpp>
+
+#include <mbedtls/error.h>
+#include <mbedtls/ssl.h>
+#include <mbedtls/x509.h>
+#include <mbedtls/x509_crt.h>
+
+#include <array>
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <string_view>
+
+namespace dtlspp::detail::mbedtls {
+
+// "SSL - The peer notified us ... (-0x7880)". mbedtls_strerror() writes a
+// NUL-terminated string that fits the buffer (error.h).
+inline std::string error_text(int code)
+{
+    std::array<char, 256> text{};
+    mbedtls_strerror(code, text.data(), text.size());
+    std::array<char, 16> number{};
+    const int magnitude = code < 0 ? -code : code;
+    std::snprintf(number.data(), number.size(), "%s0x%04X", code < 0 ? "-" : "", static_cast<unsigned>(magnitude));
+    return std::string(text.data()) + " (" + number.data() + ")";
+}
+
+// mbedtls_x509_crt_verify_info() writes one line per flag, each ending in
+// '\n' (x509_crt.h); joined with "; " they read as one sentence.
+inline std::string verify_text(std::uint32_t flags)
+{
+    if (flags == 0) return {};
+    std::array<char, 1024> text{};
+    if (mbedtls_x509_crt_verify_info(text.data(), text.size(), "", flags) < 0) return "verify flags " + std::to_string(flags);
+    std::string joined;
+    std::string_view rest(text.data());
+    while (!rest.empty()) {
+        const auto end = rest.find('\n');
+        const auto line = rest.substr(0, end);
+        if (!line.empty()) {
+            if (!joined.empty()) joined += "; ";
+            joined += line;
+        }
+        if (end == std::string_view::npos) break;
+        rest.remove_prefix(end + 1);
+    }
+    return joined;
+}
+
+// RFC 5246 §7.2 alert descriptions, spelled as in the RFC so a message can
+// be matched against a packet capture.
+inline std::string_view alert_name(int description)
+{
+    switch (description) {
+    case MBEDTLS_SSL_ALERT_MSG_CLOSE_NOTIFY: return "close_notify";
+    case MBEDTLS_SSL_ALERT_MSG_UNEXPECTED_MESSAGE: return "unexpected_message";
+    case MBEDTLS_SSL_ALERT_MSG_BAD_RECORD_MAC: return "bad_record_mac";
+    case MBEDTLS_SSL_ALERT_MSG_DECRYPTION_FAILED: return "decryption_failed";
+    case MBEDTLS_SSL_ALERT_MSG_RECORD_OVERFLOW: return "record_overflow";
+    case MBEDTLS_SSL_ALERT_MSG_DECOMPRESSION_FAILURE: return "decompression_failure";
+    case MBEDTLS_SSL_ALERT_MSG_HANDSHAKE_FAILURE: return "handshake_failure";
+    case MBEDTLS_SSL_ALERT_MSG_NO_CERT: return "no_certificate";
+    case MBEDTLS_SSL_ALERT_MSG_BAD_CERT: return "bad_certificate";
+    case MBEDTLS_SSL_ALERT_MSG_UNSUPPORTED_CERT: return "unsupported_certificate";
+    case MBEDTLS_SSL_ALERT_MSG_CERT_REVOKED: return "certificate_revoked";
+    case MBEDTLS_SSL_ALERT_MSG_CERT_EXPIRED: return "certificate_expired";
+    case MBEDTLS_SSL_ALERT_MSG_CERT_UNKNOWN: return "certificate_unknown";
+    case MBEDTLS_SSL_ALERT_MSG_ILLEGAL_PARAMETER: return "illegal_parameter";
+    case MBEDTLS_SSL_ALERT_MSG_UNKNOWN_CA: return "unknown_ca";
+    case MBEDTLS_SSL_ALERT_MSG_ACCESS_DENIED: return "access_denied";
+    case MBEDTLS_SSL_ALERT_MSG_DECODE_ERROR: return "decode_error";
+    case MBEDTLS_SSL_ALERT_MSG_DECRYPT_ERROR: return "decrypt_error";
+    case MBEDTLS_SSL_ALERT_MSG_EXPORT_RESTRICTION: return "export_restriction";
+    case MBEDTLS_SSL_ALERT_MSG_PROTOCOL_VERSION: return "protocol_version";
+    case MBEDTLS_SSL_ALERT_MSG_INSUFFICIENT_SECURITY: return "insufficient_security";
+    case MBEDTLS_SSL_ALERT_MSG_INTERNAL_ERROR: return "internal_error";
+    case MBEDTLS_SSL_ALERT_MSG_INAPROPRIATE_FALLBACK: return "inappropriate_fallback";
+    case MBEDTLS_SSL_ALERT_MSG_USER_CANCELED: return "user_canceled";
+    case MBEDTLS_SSL_ALERT_MSG_NO_RENEGOTIATION: return "no_renegotiation";
+    case MBEDTLS_SSL_ALERT_MSG_UNSUPPORTED_EXT: return "unsupported_extension";
+    case MBEDTLS_SSL_ALERT_MSG_UNRECOGNIZED_NAME: return "unrecognized_name";
+    case MBEDTLS_SSL_ALERT_MSG_UNKNOWN_PSK_IDENTITY: return "unknown_psk_identity";
+    case MBEDTLS_SSL_ALERT_MSG_NO_APPLICATION_PROTOCOL: return "no_application_protocol";
+    }
+    return "unknown alert";
+}
+
+// What the peer's fatal alert says about the cause. `psk_suite`: the suite
+// being negotiated uses a PSK, so bad_record_mac means the keys differ (the
+// peer could not decrypt our Finished, RFC 4279 §2 derives every key from
+// the PSK).
+inline errc alert_condition(int description, bool psk_suite)
+{
+    switch (description) {
+    case MBEDTLS_SSL_ALERT_MSG_BAD_CERT:
+    case MBEDTLS_SSL_ALERT_MSG_UNSUPPORTED_CERT:
+    case MBEDTLS_SSL_ALERT_MSG_CERT_REVOKED:
+    case MBEDTLS_SSL_ALERT_MSG_CERT_EXPIRED:
+    case MBEDTLS_SSL_ALERT_MSG_CERT_UNKNOWN:
+    case MBEDTLS_SSL_ALERT_MSG_UNKNOWN_CA:
+    case MBEDTLS_SSL_ALERT_MSG_ACCESS_DENIED: return errc::verify_failed;
+    case MBEDTLS_SSL_ALERT_MSG_UNKNOWN_PSK_IDENTITY: return errc::psk_mismatch;
+    case MBEDTLS_SSL_ALERT_MSG_BAD_RECORD_MAC:
+    case MBEDTLS_SSL_ALERT_MSG_DECRYPT_ERROR: return psk_suite ? errc::psk_mismatch : errc::handshake_failed;
+    }
+    return errc::handshake_failed;
+}
+
+// Everything the mapping needs to know about the context that failed.
+struct failure_facts {
+    int code = 0;                   // the mbedTLS return value
+    bool handshaking = false;       // ssl->state != MBEDTLS_SSL_HANDSHAKE_OVER
+    bool psk_suite = false;         // the negotiated (or negotiating) suite uses a PSK
+    int alert = -1;                 // the received alert's description, for FATAL_ALERT_MESSAGE
+    std::uint32_t verify_flags = 0; // mbedtls_ssl_get_verify_result() of the session in negotiation
+};
+
+inline failure map_failure(const failure_facts& facts)
+{
+    const auto text = error_text(facts.code);
+    switch (facts.code) {
+    case MBEDTLS_ERR_X509_CERT_VERIFY_FAILED:
+    case MBEDTLS_ERR_SSL_PEER_VERIFY_FAILED: {
+        auto detail = verify_text(facts.verify_flags);
+        return make_failure(errc::verify_failed, "mbedTLS: " + text + (detail.empty() ? "" : "; " + detail));
+    }
+    // A server with verification = required got an empty Certificate
+    // message (ssl.h: "No client certification received from the client,
+    // but required by the authentication mode").
+    case MBEDTLS_ERR_SSL_NO_CLIENT_CERTIFICATE:
+        return make_failure(errc::verify_failed, "mbedTLS: " + text);
+    case MBEDTLS_ERR_SSL_TIMEOUT:
+        return make_failure(errc::handshake_timeout,
+                            "mbedTLS: " + text + "; the retransmission timer reached max_retransmission_timeout");
+    case MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE: {
+        const auto name = alert_name(facts.alert);
+        return make_failure(alert_condition(facts.alert, facts.psk_suite),
+                            "the peer sent a fatal " + std::string(name) + " alert (" + std::to_string(facts.alert) +
+                                "); mbedTLS: " + text);
+    }
+    case MBEDTLS_ERR_SSL_UNKNOWN_IDENTITY:
+        return make_failure(errc::psk_mismatch, "mbedTLS: " + text + "; the client's psk.identity is not ours");
+    case MBEDTLS_ERR_SSL_INVALID_MAC:
+        // During the handshake mbedTLS only reports a bad MAC when it is
+        // waiting for Finished (elsewhere it drops the record silently,
+        // ssl_msg.c), so with a PSK suite the two sides derived different
+        // keys from different pre-shared keys.
+        if (facts.handshaking && facts.psk_suite)
+            return make_failure(errc::psk_mismatch,
+                                "mbedTLS: " + text + "; the peer's Finished did not decrypt, so the psk.key values differ");
+        return make_failure(facts.handshaking ? errc::handshake_failed : errc::bad_record, "mbedTLS: " + text);
+    case MBEDTLS_ERR_SSL_NO_USABLE_CIPHERSUITE:
+    case MBEDTLS_ERR_SSL_NO_CIPHER_CHOSEN:
+        return make_failure(errc::handshake_failed,
+                            "mbedTLS: " + text + "; the peers have no cipher suite in common for their credentials");
+    case MBEDTLS_ERR_SSL_BAD_HS_PROTOCOL_VERSION:
+        return make_failure(errc::handshake_failed, "mbedTLS: " + text + "; dtlspp speaks DTLS 1.2 only");
+    case MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY:
+        return make_failure(errc::peer_closed, "mbedTLS: " + text);
+    }
+    return make_failure(errc::internal, "mbedTLS: " + text);
+}
+
+} // namespace dtlspp::detail::mbedtls
