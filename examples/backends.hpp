@@ -16,6 +16,20 @@
 
 namespace examples {
 
+// The backends this build has, space separated (for --list-backends).
+inline std::string built_backends()
+{
+    std::string names;
+#ifdef EXAMPLES_HAVE_OPENSSL
+    names += "openssl ";
+#endif
+#ifdef EXAMPLES_HAVE_MBEDTLS
+    names += "mbedtls ";
+#endif
+    if (!names.empty()) names.pop_back();
+    return names;
+}
+
 // Calls run.template operator()<Backend>() for the backend named by --backend.
 template <class Run>
 int with_backend(const arguments& args, Run&& run)

@@ -17,6 +17,7 @@ static const char* const usage =
     "  --psk IDENTITY:HEXKEY     use this pre-shared key\n"
     "  --mtu N                   largest UDP payload to send (default 1200)\n"
     "  --backend NAME            openssl or mbedtls (those built in)\n"
+    "  --list-backends           print the backends built in, then exit\n"
     "  --count N                 messages to echo (default 1)\n"
     "  --size BYTES              bytes per message (default 32)\n"
     "  --handshake-timeout-ms N  give up the handshake after this long (default 30000)\n"
@@ -28,9 +29,13 @@ int main(int argc, char** argv)
         examples::arguments args(argc, argv,
                                  {"--connect", "--ca", "--server-name", "--cert", "--key", "--psk", "--mtu", "--backend",
                                   "--count", "--size", "--handshake-timeout-ms"},
-                                 {"--verbose", "--insecure"});
+                                 {"--list-backends", "--verbose", "--insecure"});
         if (args.help()) {
             std::cout << usage;
+            return 0;
+        }
+        if (args.has("--list-backends")) {
+            std::cout << examples::built_backends() << '\n';
             return 0;
         }
         dtlspp::config c;

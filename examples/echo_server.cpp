@@ -15,6 +15,7 @@ static const char* const usage =
     "  --psk IDENTITY:HEXKEY     accept this pre-shared key\n"
     "  --mtu N                   largest UDP payload to send (default 1200)\n"
     "  --backend NAME            openssl or mbedtls (those built in)\n"
+    "  --list-backends           print the backends built in, then exit\n"
     "  --max-sessions N          refuse handshakes beyond N associations (default 10000)\n"
     "  --idle-timeout-ms N       close associations idle this long (default 60000)\n"
     "  --handshake-timeout-ms N  fail handshakes not done by then (default 30000)\n"
@@ -27,9 +28,13 @@ int main(int argc, char** argv)
         examples::arguments args(argc, argv,
                                  {"--listen", "--cert", "--key", "--ca", "--psk", "--mtu", "--backend", "--max-sessions",
                                   "--idle-timeout-ms", "--handshake-timeout-ms", "--exit-after"},
-                                 {"--verbose"});
+                                 {"--list-backends", "--verbose"});
         if (args.help()) {
             std::cout << usage;
+            return 0;
+        }
+        if (args.has("--list-backends")) {
+            std::cout << examples::built_backends() << '\n';
             return 0;
         }
         dtlspp::config c;

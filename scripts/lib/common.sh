@@ -1,0 +1,30 @@
+# Shared by scripts/demo, scripts/test and scripts/bench: install what is
+# missing (Debian 12 packages), then configure a build directory.
+
+dtlspp_packages=(meson ninja-build pkg-config g++ libssl-dev libmbedtls-dev libboost-test-dev
+                 openssl gnutls-bin tshark)
+
+ensure_packages() {
+  local missing=()
+  for p in "${dtlspp_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "Installing: ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  # tshark asks whether non-root users may capture; the default (no) is fine.
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# configure DIR [meson options...]: sets up or reconfigures DIR.
+configure() {
+  local dir=$1
+  shift
+  if [ -f "$dir/build.ninja" ]; then
+    meson setup --reconfigure --wrap-mode=nodownload "$dir" "$@" >/dev/null
+  else
+    meson setup --wrap-mode=nodownload "$dir" "$@" >/dev/null
+  fi
+}
