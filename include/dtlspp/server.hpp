@@ -76,6 +76,17 @@ public:
         }
         auto ctx = Backend::make_context(c, f);
         if (!ctx) return std::nullopt;
+        return create(std::move(ctx), settings, f);
+    }
+
+    // A server on a context built elsewhere (e.g. with backend-only options).
+    static std::optional<server> create(std::shared_ptr<typename Backend::context> ctx, server_settings settings,
+                                        failure& f)
+    {
+        if (ctx->settings().role != role::server) {
+            f = make_failure(errc::config_invalid, "role: a server needs role::server");
+            return std::nullopt;
+        }
         auto l = Backend::make_listener(*ctx, f);
         if (!l) return std::nullopt;
         return server(std::move(ctx), std::move(*l), settings);

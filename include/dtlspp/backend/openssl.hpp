@@ -92,21 +92,33 @@ using bio_ptr = std::unique_ptr<BIO, decltype(&BIO_free)>;
 struct openssl_backend {
     static constexpr std::string_view name = "openssl";
 
+    // OpenSSL-only extras, outside the backend contract.
+    struct options {
+        // Reproduces what a plain BIO_s_datagram on an unconnected socket
+        // does (the seed's failure): no SSL_OP_NO_QUERY_MTU, no SSL_set_mtu,
+        // and a BIO that cannot tell the path MTU and reports 28 bytes of
+        // IPv4 + UDP overhead, so OpenSSL falls back to 256 - 28 = 228-byte
+        // datagrams. For comparisons and demonstrations only.
+        bool emulate_default_mtu = false;
+    };
+
     static std::string version() { return OpenSSL_version(OPENSSL_VERSION); }
 
     // ------------------------------------------------------------------
     // context: one SSL_CTX per config, shared by its sessions.
     class context {
     public:
-        context(const config& c) : config_(c), cookies_(c.cookie_secret, c.cookie_lifetime) {}
+        context(const config& c, options o) : config_(c), options_(o), cookies_(c.cookie_secret, c.cookie_lifetime) {}
 
         const dtlspp::config& settings() const noexcept { return config_; }
+        const openssl_backend::options& backend_options() const noexcept { return options_; }
         SSL_CTX* native() const noexcept { return ctx_.get(); }
         const detail::openssl::cookie_factory& cookies() const noexcept { return cookies_; }
 
     private:
         friend struct openssl_backend;
         dtlspp::config config_;
+        openssl_backend::options options_;
         detail::openssl::cookie_factory cookies_;
         std::unique_ptr<SSL_CTX, detail::openssl::ssl_ctx_deleter> ctx_;
         // Sessions share ownership of their context, but the contract hands
@@ -307,12 +319,14 @@ struct openssl_backend {
     };
 
     // ------------------------------------------------------------------
-    static std::shared_ptr<context> make_context(const config& c, failure& f)
+    static std::shared_ptr<context> make_context(const config& c, failure& f) { return make_context(c, f, {}); }
+
+    static std::shared_ptr<context> make_context(const config& c, failure& f, options o)
     {
         using namespace detail::openssl;
         if ((f = validate(c))) return nullptr;
         ERR_clear_error();
-        auto result = std::make_shared<context>(c);
+        auto result = std::make_shared<context>(c, o);
         result->ctx_.reset(SSL_CTX_new(DTLS_method()));
         SSL_CTX* ctx = result->ctx_.get();
         if (ctx == nullptr) {
@@ -327,8 +341,8 @@ struct openssl_backend {
         // renegotiation would mean epochs above 1, which the endpoint treats
         // as invalid. NO_TICKET: keeps the handshake comparable across stacks
         // and the final flight small.
-        SSL_CTX_set_options(ctx, SSL_OP_NO_QUERY_MTU | SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_TICKET |
-                                     (c.role == role::server ? SSL_OP_COOKIE_EXCHANGE : 0));
+        SSL_CTX_set_options(ctx, (o.emulate_default_mtu ? 0 : SSL_OP_NO_QUERY_MTU) | SSL_OP_NO_RENEGOTIATION |
+                                     SSL_OP_NO_TICKET | (c.role == role::server ? SSL_OP_COOKIE_EXCHANGE : 0));
         // AEAD suites with forward secrecy only; the same list as the mbedTLS
         // backend so the stacks always agree.
         std::string suites;
@@ -437,6 +451,7 @@ private:
         s.context_ = ctx;
         s.bio_ = std::make_unique<bio_state>();
         s.bio_->mtu = static_cast<long>(ctx->settings().max_udp_payload);
+        s.bio_->emulate_default_mtu = ctx->backend_options().emulate_default_mtu;
         s.ssl_.reset(SSL_new(ctx->native()));
         if (!s.ssl_) {
             f = make_failure(errc::internal, "SSL_new: " + drain_errors());
@@ -451,7 +466,7 @@ private:
         SSL_set_bio(ssl, bio, bio); // the SSL owns the BIO (one reference for read and write)
         // After SSL_new (the option is on the SSL_CTX) and after the BIO, so
         // OpenSSL's minimum check sees our zero overhead: 256 bytes.
-        if (SSL_set_mtu(ssl, s.bio_->mtu) <= 0) { // returns the MTU it set, 0 when below its floor
+        if (!s.bio_->emulate_default_mtu && SSL_set_mtu(ssl, s.bio_->mtu) <= 0) { // returns the MTU it set, 0 when below its floor
             f = make_failure(errc::mtu_too_small, "OpenSSL refused MTU " + std::to_string(s.bio_->mtu));
             return std::nullopt;
         }

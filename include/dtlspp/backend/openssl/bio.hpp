@@ -30,6 +30,10 @@ namespace dtlspp::detail::openssl {
 struct bio_state {
     datagram_io* io = nullptr;
     long mtu = 0;
+    // openssl_backend::options::emulate_default_mtu: answer like
+    // BIO_s_datagram on an unconnected socket (no MTU known, 28 bytes of
+    // IPv4 + UDP overhead).
+    bool emulate_default_mtu = false;
     // The peer's transport id as seen by the listener. OpenSSL verifies the
     // cookie twice: in DTLSv1_listen and again when SSL_accept re-reads the
     // same ClientHello, by which time the call's io may carry no peer id.
@@ -94,6 +98,7 @@ inline long datagram_bio_ctrl(BIO* bio, int command, long number, void* /*pointe
     case BIO_CTRL_DGRAM_QUERY_MTU:
     case BIO_CTRL_DGRAM_GET_FALLBACK_MTU:
     case BIO_CTRL_DGRAM_GET_MTU:
+        if (state != nullptr && state->emulate_default_mtu) return 0; // the kernel could not say
         return state != nullptr ? state->mtu : 0;
     case BIO_CTRL_DGRAM_SET_MTU:
         // OpenSSL echoes its chosen MTU back; keep ours, it is the contract.
@@ -101,7 +106,7 @@ inline long datagram_bio_ctrl(BIO* bio, int command, long number, void* /*pointe
     // Overhead is what OpenSSL subtracts for IP + UDP headers. Our MTU is
     // already the UDP payload, so nothing is subtracted.
     case BIO_CTRL_DGRAM_GET_MTU_OVERHEAD:
-        return 0;
+        return state != nullptr && state->emulate_default_mtu ? 28 : 0;
     // A datagram is never rejected for size here: the endpoint checks sizes.
     case BIO_CTRL_DGRAM_MTU_EXCEEDED:
         return 0;
