@@ -4,6 +4,8 @@
 
 #include <boost/mpl/list.hpp>
 
+#include <string_view>
+
 #ifdef DTLSPP_HAVE_OPENSSL
 #include <dtlspp/backend/openssl.hpp>
 #endif
@@ -26,5 +28,24 @@ using all_backends = boost::mpl::list<mbedtls_backend>;
 // OpenSSL's DTLS timer reads the wall clock; mbedTLS runs on ours.
 template <class Backend>
 inline constexpr bool runs_on_virtual_time = Backend::name == std::string_view("mbedtls");
+
+// A client stack and a server stack: one suite runs A<->A, A<->B and B<->A.
+template <class Client, class Server>
+struct backend_pair {
+    using client = Client;
+    using server = Server;
+    static constexpr bool virtual_time = runs_on_virtual_time<Client> && runs_on_virtual_time<Server>;
+};
+
+#if defined(DTLSPP_HAVE_OPENSSL) && defined(DTLSPP_HAVE_MBEDTLS)
+using all_pairs = boost::mpl::list<backend_pair<openssl_backend, openssl_backend>,
+                                   backend_pair<mbedtls_backend, mbedtls_backend>,
+                                   backend_pair<openssl_backend, mbedtls_backend>,
+                                   backend_pair<mbedtls_backend, openssl_backend>>;
+#elif defined(DTLSPP_HAVE_OPENSSL)
+using all_pairs = boost::mpl::list<backend_pair<openssl_backend, openssl_backend>>;
+#else
+using all_pairs = boost::mpl::list<backend_pair<mbedtls_backend, mbedtls_backend>>;
+#endif
 
 } // namespace dtlspp::test

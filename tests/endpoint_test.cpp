@@ -1,5 +1,7 @@
-// endpoint<Backend> over in-memory pipes, typed over every backend: the
-// behaviour that must be the same on every stack.
+// endpoint<Backend> over in-memory pipes, typed over every pair of client
+// and server stacks (OpenSSL<->OpenSSL, mbedTLS<->mbedTLS and both mixed
+// directions): the behaviour that must be the same on every stack, and
+// proof that the stacks talk to each other.
 #define BOOST_TEST_MODULE endpoint
 #include <boost/test/unit_test.hpp>
 
@@ -23,10 +25,10 @@ config fast(config c, std::chrono::milliseconds deadline = 5000ms)
     return c;
 }
 
-template <class Backend>
-pipe_pair<Backend> make_pair(const config& server_cfg, const config& client_cfg)
+template <class Pair>
+pipe_pair<typename Pair::client, typename Pair::server> make_pair(const config& server_cfg, const config& client_cfg)
 {
-    return pipe_pair<Backend>(server_cfg, client_cfg, runs_on_virtual_time<Backend>);
+    return {server_cfg, client_cfg, Pair::virtual_time};
 }
 
 std::size_t largest(const std::vector<bytes>& datagrams)
@@ -53,9 +55,9 @@ bool is_single_whole_client_hello(const bytes& d)
 
 } // namespace
 
-BOOST_AUTO_TEST_CASE_TEMPLATE(x509_handshake_then_echo, Backend, all_backends)
+BOOST_AUTO_TEST_CASE_TEMPLATE(x509_handshake_then_echo, Pair, all_pairs)
 {
-    auto p = make_pair<Backend>(server_config(), client_config());
+    auto p = make_pair<Pair>(server_config(), client_config());
     failure f;
     BOOST_REQUIRE_MESSAGE(p.start(f), f.what());
     p.run_handshake();
@@ -70,18 +72,29 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(x509_handshake_then_echo, Backend, all_backends)
     BOOST_TEST(k.dropped() == 0u);
 }
 
-BOOST_AUTO_TEST_CASE_TEMPLATE(psk_handshake_then_echo, Backend, all_backends)
+BOOST_AUTO_TEST_CASE_TEMPLATE(psk_handshake_then_echo, Pair, all_pairs)
 {
-    auto p = make_pair<Backend>(psk_config(role::server), psk_config(role::client));
-    failure f;
-    BOOST_REQUIRE_MESSAGE(p.start(f), f.what());
-    p.run_handshake();
-    BOOST_REQUIRE_MESSAGE(p.client().is_open(), p.client().last_failure().what());
-    BOOST_TEST(p.client().cipher_suite().find("PSK") != std::string::npos);
-    BOOST_TEST(p.echo("psk"));
+    for (std::size_t mtu : {512u, 1400u}) {
+        BOOST_TEST_CONTEXT("max_udp_payload " << mtu)
+        {
+            auto server_cfg = psk_config(role::server);
+            auto client_cfg = psk_config(role::client);
+            server_cfg.max_udp_payload = client_cfg.max_udp_payload = mtu;
+            auto p = make_pair<Pair>(server_cfg, client_cfg);
+            failure f;
+            BOOST_REQUIRE_MESSAGE(p.start(f), f.what());
+            p.run_handshake();
+            BOOST_REQUIRE_MESSAGE(p.client().is_open(), p.client().last_failure().what());
+            BOOST_TEST(p.client().cipher_suite().find("PSK") != std::string::npos);
+            BOOST_TEST(p.echo("psk"));
+            BOOST_TEST(p.echo(std::string(p.client().max_message_size(), 'p')));
+            BOOST_TEST(largest(p.delivered_to_server) <= mtu);
+            BOOST_TEST(largest(p.delivered_to_client) <= mtu);
+        }
+    }
 }
 
-BOOST_AUTO_TEST_CASE_TEMPLATE(no_datagram_exceeds_the_mtu_with_a_large_chain, Backend, all_backends)
+BOOST_AUTO_TEST_CASE_TEMPLATE(no_datagram_exceeds_the_mtu_with_a_large_chain, Pair, all_pairs)
 {
     for (std::size_t mtu : {512u, 1200u, 1400u}) {
         BOOST_TEST_CONTEXT("max_udp_payload " << mtu)
@@ -90,7 +103,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(no_datagram_exceeds_the_mtu_with_a_large_chain, Ba
             auto client_cfg = client_config();
             server_cfg.max_udp_payload = mtu;
             client_cfg.max_udp_payload = mtu;
-            auto p = make_pair<Backend>(server_cfg, client_cfg);
+            auto p = make_pair<Pair>(server_cfg, client_cfg);
             failure f;
             BOOST_REQUIRE_MESSAGE(p.start(f), f.what());
             p.run_handshake();
@@ -108,30 +121,30 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(no_datagram_exceeds_the_mtu_with_a_large_chain, Ba
     }
 }
 
-BOOST_AUTO_TEST_CASE_TEMPLATE(a_client_hello_that_cannot_fit_is_mtu_too_small, Backend, all_backends)
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_client_hello_that_cannot_fit_is_mtu_too_small, Pair, all_pairs)
 {
     auto client_cfg = client_config();
     client_cfg.max_udp_payload = 256;
     // Long ALPN names push the ClientHello past 256 bytes.
     client_cfg.alpn = {std::string(60, 'a'), std::string(60, 'b'), std::string(60, 'c')};
     failure f;
-    auto e = endpoint<Backend>::connect(client_cfg, clock::now(), f);
+    auto e = endpoint<typename Pair::client>::connect(client_cfg, clock::now(), f);
     BOOST_TEST(!e);
     BOOST_TEST((f.code == errc::mtu_too_small), f.what());
     BOOST_TEST(f.message.find("max_udp_payload") != std::string::npos);
 
     client_cfg.max_udp_payload = 200; // below any stack's floor: refused before the backend runs
-    auto e2 = endpoint<Backend>::connect(client_cfg, clock::now(), f);
+    auto e2 = endpoint<typename Pair::client>::connect(client_cfg, clock::now(), f);
     BOOST_TEST(!e2);
     BOOST_TEST((f.code == errc::mtu_too_small), f.what());
 }
 
-BOOST_AUTO_TEST_CASE_TEMPLATE(losing_any_one_handshake_datagram_is_recovered, Backend, all_backends)
+BOOST_AUTO_TEST_CASE_TEMPLATE(losing_any_one_handshake_datagram_is_recovered, Pair, all_pairs)
 {
     // Find how many datagrams each direction carries in a clean handshake.
     std::size_t up = 0, down = 0;
     {
-        auto p = make_pair<Backend>(fast(server_config()), fast(client_config()));
+        auto p = make_pair<Pair>(fast(server_config()), fast(client_config()));
         failure f;
         BOOST_REQUIRE(p.start(f));
         p.run_handshake();
@@ -146,7 +159,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(losing_any_one_handshake_datagram_is_recovered, Ba
         for (std::size_t k = 1; k <= positions; ++k) {
             BOOST_TEST_CONTEXT((to_server ? "client->server" : "server->client") << " datagram " << k)
             {
-                auto p = make_pair<Backend>(fast(server_config()), fast(client_config()));
+                auto p = make_pair<Pair>(fast(server_config()), fast(client_config()));
                 bool dropped = false;
                 p.filter = [&](const wire_event& e) {
                     if (e.to_server == bool(to_server) && e.index == k && !dropped) {
@@ -172,10 +185,10 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(losing_any_one_handshake_datagram_is_recovered, Ba
     }
 }
 
-BOOST_AUTO_TEST_CASE_TEMPLATE(total_loss_ends_in_handshake_timeout_by_the_deadline, Backend, all_backends)
+BOOST_AUTO_TEST_CASE_TEMPLATE(total_loss_ends_in_handshake_timeout_by_the_deadline, Pair, all_pairs)
 {
     const auto deadline = 1500ms;
-    auto p = make_pair<Backend>(fast(server_config(), deadline), fast(client_config(), deadline));
+    auto p = make_pair<Pair>(fast(server_config(), deadline), fast(client_config(), deadline));
     p.filter = [](const wire_event&) { return false; };
     failure f;
     const auto started = p.time.now();
@@ -191,9 +204,9 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(total_loss_ends_in_handshake_timeout_by_the_deadli
     BOOST_TEST(p.srv().session_count() == 0u); // nothing passed the cookie check
 }
 
-BOOST_AUTO_TEST_CASE_TEMPLATE(bad_datagrams_are_dropped_counted_and_harmless, Backend, all_backends)
+BOOST_AUTO_TEST_CASE_TEMPLATE(bad_datagrams_are_dropped_counted_and_harmless, Pair, all_pairs)
 {
-    auto p = make_pair<Backend>(server_config(), client_config());
+    auto p = make_pair<Pair>(server_config(), client_config());
     failure f;
     BOOST_REQUIRE(p.start(f));
     p.run_handshake();
@@ -231,7 +244,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(bad_datagrams_are_dropped_counted_and_harmless, Ba
     BOOST_TEST(p.srv().session_count() == 1u);
 }
 
-BOOST_AUTO_TEST_CASE_TEMPLATE(certificate_failures_give_verify_failed, Backend, all_backends)
+BOOST_AUTO_TEST_CASE_TEMPLATE(certificate_failures_give_verify_failed, Pair, all_pairs)
 {
     struct scenario {
         std::string name;
@@ -249,7 +262,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(certificate_failures_give_verify_failed, Backend, 
     for (const auto& s : scenarios) {
         BOOST_TEST_CONTEXT(s.name)
         {
-            auto p = make_pair<Backend>(fast(s.server_cfg), fast(s.client_cfg));
+            auto p = make_pair<Pair>(fast(s.server_cfg), fast(s.client_cfg));
             failure f;
             BOOST_REQUIRE(p.start(f));
             p.run_handshake();
@@ -263,11 +276,11 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(certificate_failures_give_verify_failed, Backend, 
     }
 }
 
-BOOST_AUTO_TEST_CASE_TEMPLATE(a_psk_mismatch_fails_on_both_sides, Backend, all_backends)
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_psk_mismatch_fails_on_both_sides, Pair, all_pairs)
 {
     auto server_cfg = fast(psk_config(role::server, 0x11), 2000ms);
     auto client_cfg = fast(psk_config(role::client, 0x22), 2000ms);
-    auto p = make_pair<Backend>(server_cfg, client_cfg);
+    auto p = make_pair<Pair>(server_cfg, client_cfg);
     failure f;
     BOOST_REQUIRE(p.start(f));
     p.run_until([&] { return p.client().state() == endpoint_state::failed && !p.server_failures().empty(); }, 10s);
@@ -276,9 +289,9 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_psk_mismatch_fails_on_both_sides, Backend, all_b
     BOOST_TEST((p.server_failures().front().code == errc::psk_mismatch), p.server_failures().front().what());
 }
 
-BOOST_AUTO_TEST_CASE_TEMPLATE(messages_larger_than_a_record_are_refused, Backend, all_backends)
+BOOST_AUTO_TEST_CASE_TEMPLATE(messages_larger_than_a_record_are_refused, Pair, all_pairs)
 {
-    auto p = make_pair<Backend>(server_config(), client_config());
+    auto p = make_pair<Pair>(server_config(), client_config());
     failure f;
     BOOST_REQUIRE(p.start(f));
     p.run_handshake();
@@ -293,9 +306,9 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(messages_larger_than_a_record_are_refused, Backend
     BOOST_TEST(p.client().is_open());
 }
 
-BOOST_AUTO_TEST_CASE_TEMPLATE(close_notify_closes_the_peer, Backend, all_backends)
+BOOST_AUTO_TEST_CASE_TEMPLATE(close_notify_closes_the_peer, Pair, all_pairs)
 {
-    auto p = make_pair<Backend>(server_config(), client_config());
+    auto p = make_pair<Pair>(server_config(), client_config());
     failure f;
     BOOST_REQUIRE(p.start(f));
     p.run_handshake();

@@ -313,7 +313,7 @@ private:
             state_ = endpoint_state::open;
             counters_.handshake_duration = io_.now - started_;
             break;
-        case step::failed: fail(session_.last_failure()); break;
+        case step::failed: fail_handshake(session_.last_failure()); break;
         case step::want_input: break;
         }
         account_output();
@@ -388,6 +388,18 @@ private:
             return;
         }
         fail(make_failure(errc::handshake_timeout, why));
+    }
+
+    // With a PSK, a handshake record that fails authentication (the peer's
+    // bad_record_mac alert, or our own MAC check on its Finished) means the
+    // keys differ: report it as such on every stack, whichever side noticed.
+    void fail_handshake(const failure& f)
+    {
+        if (settings().psk && f.code == errc::bad_record) {
+            fail(make_failure(errc::psk_mismatch, f.message + "; during a PSK handshake this means the keys differ"));
+            return;
+        }
+        fail(f);
     }
 
     void fail(const failure& f)
