@@ -322,3 +322,25 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(close_notify_closes_the_peer, Pair, all_pairs)
     p.client().send(as_bytes("late"), p.time.now(), ec);
     BOOST_TEST((ec == errc::not_open));
 }
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(an_ip_address_server_name_is_checked_against_ip_entries, Pair, all_pairs)
+{
+    // The ECDSA leaf names 127.0.0.1 and ::1 in its subjectAltName.
+    for (const auto& [name, valid] : std::vector<std::pair<std::string, bool>>{
+             {"127.0.0.1", true}, {"::1", true}, {"10.1.2.3", false}, {"::2", false}}) {
+        BOOST_TEST_CONTEXT("server_name " << name)
+        {
+            auto client_cfg = client_config();
+            client_cfg.server_name = name;
+            auto p = make_pair<Pair>(fast(server_config()), fast(client_cfg));
+            failure f;
+            BOOST_REQUIRE_MESSAGE(p.start(f), f.what());
+            p.run_handshake();
+            if (valid) {
+                BOOST_TEST(p.client().is_open(), p.client().last_failure().what());
+            } else {
+                BOOST_TEST((p.client().error() == errc::verify_failed), p.client().last_failure().what());
+            }
+        }
+    }
+}

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <dtlspp/backend/concept.hpp>
+#include <dtlspp/backend/mbedtls/detail_ip_san.hpp>
 #include <dtlspp/backend/mbedtls/detail_errors.hpp>
 #include <dtlspp/backend/mbedtls/detail_io.hpp>
 #include <dtlspp/config.hpp>
@@ -234,6 +235,7 @@ private:
         max_udp_payload_ = cfg.max_udp_payload;
         verification_ = cfg.effective_verification();
         server_name_ = cfg.server_name;
+        server_ip_ = detail::mbedtls::parse_ip_literal(cfg.server_name);
         key_log_ = cfg.key_log;
 
         static constexpr std::string_view personalization = "dtlspp mbedtls context";
@@ -392,7 +394,10 @@ private:
         mbedtls_ssl_set_mtu(&state->ssl, static_cast<std::uint16_t>(max_udp_payload_));
         state->max_datagram = max_udp_payload_;
         state->timer_cap = settings_.max_retransmission_timeout;
-        if (role_ == role::client && !server_name_.empty()) {
+        if (role_ == role::client && server_ip_ && verification_ != peer_verification::none) {
+            // An IP literal: checked by detail_ip_san.hpp, not by mbedTLS.
+            mbedtls_ssl_set_verify(&state->ssl, &detail::mbedtls::verify_ip_address, &*server_ip_);
+        } else if (role_ == role::client && !server_name_.empty()) {
             // The SNI name, and the name the server's certificate must
             // carry when verification is on (ssl.h, mbedtls_ssl_set_hostname).
             if (const int ret = mbedtls_ssl_set_hostname(&state->ssl, server_name_.c_str()); ret != 0) {
@@ -408,6 +413,7 @@ private:
     std::size_t max_udp_payload_ = 0;
     peer_verification verification_ = peer_verification::none;
     std::string server_name_;
+    std::optional<detail::mbedtls::ip_literal> server_ip_; // server_name is an IP address
     std::function<void(std::string_view)> key_log_;
 
     mbedtls_entropy_context entropy_;
