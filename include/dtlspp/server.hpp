@@ -112,6 +112,9 @@ public:
             return;
         }
 
+        // The front door's traffic (ClientHellos, HelloVerifyRequests) is
+        // traced here: no association exists yet to do it.
+        if (trace_) trace_(direction::in, datagram);
         datagram_io io;
         io.input = datagram;
         io.output = &front_door_out_;
@@ -122,6 +125,8 @@ public:
         case listen_result::dropped: ++counters_.dropped_without_session; break;
         case listen_result::hello_verify_sent:
             ++counters_.hello_verify_requests;
+            if (trace_)
+                for (std::size_t i = before; i < front_door_out_.size(); ++i) trace_(direction::out, front_door_out_[i]);
             break;
         case listen_result::accepted: {
             auto verified = listener_.accept();

@@ -464,8 +464,10 @@ private:
             return std::nullopt;
         }
         SSL_set_bio(ssl, bio, bio); // the SSL owns the BIO (one reference for read and write)
-        // After SSL_new (the option is on the SSL_CTX) and after the BIO, so
-        // OpenSSL's minimum check sees our zero overhead: 256 bytes.
+        // After SSL_new: dtls1_clear() keeps this MTU only because
+        // SSL_OP_NO_QUERY_MTU is already on the SSL_CTX. SSL_set_mtu refuses
+        // values below its floor (256 - 48 = 208); config::validate() already
+        // refuses anything below 256.
         if (!s.bio_->emulate_default_mtu && SSL_set_mtu(ssl, s.bio_->mtu) <= 0) { // returns the MTU it set, 0 when below its floor
             f = make_failure(errc::mtu_too_small, "OpenSSL refused MTU " + std::to_string(s.bio_->mtu));
             return std::nullopt;
