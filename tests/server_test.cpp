@@ -785,3 +785,38 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(malformed_datagrams_from_one_peer_do_not_disturb_a
     BOOST_TEST(core.counters().dropped_without_session >= 100u);
     BOOST_TEST(core.find(stranger.local_address()) == nullptr);
 }
+
+// RFC 6347 §4.2.8: a client that restarts on the same address and port
+// gets a new association; a spoofed ClientHello without a valid cookie
+// leaves the old one alone.
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_client_restarting_on_the_same_address_gets_a_new_association, Backend, all_backends)
+{
+    failure f;
+    auto s = server<Backend>::create(server_config(), {}, f);
+    BOOST_REQUIRE_MESSAGE(s, f.what());
+    const auto from = peer_address::parse("192.0.2.20:6000");
+
+    auto first = endpoint<Backend>::connect(client_config(), clock::now(), f);
+    BOOST_REQUIRE_MESSAGE(first, f.what());
+    handshake_in_memory(*s, *first, from);
+    BOOST_REQUIRE(first->is_open());
+    BOOST_REQUIRE(s->find(from) != nullptr);
+
+    // A cookieless ClientHello only earns a HelloVerifyRequest.
+    s->receive(from, first_client_hello<Backend>(), clock::now());
+    auto answers = drain_all(*s);
+    BOOST_REQUIRE_EQUAL(answers.size(), 1u);
+    BOOST_TEST((handshake_types(answers[0].datagram) == std::vector<int>{hello_verify_request_type}));
+    BOOST_TEST(s->find(from) != nullptr);
+    BOOST_TEST(s->find(from)->is_open());
+    BOOST_TEST(s->counters().sessions_created == 1u);
+
+    // The restarted client completes the cookie exchange and replaces it.
+    auto second = endpoint<Backend>::connect(client_config(), clock::now(), f);
+    BOOST_REQUIRE_MESSAGE(second, f.what());
+    handshake_in_memory(*s, *second, from, 5s);
+    BOOST_TEST(second->is_open(), second->last_failure().what());
+    BOOST_TEST(second->counters().retransmissions == 0u);
+    BOOST_TEST(s->counters().sessions_created == 2u);
+    BOOST_TEST(s->session_count() == 1u);
+}

@@ -19,6 +19,7 @@
 #include <dtlspp/config.hpp>
 #include <dtlspp/endpoint.hpp>
 #include <dtlspp/error.hpp>
+#include <dtlspp/trace.hpp>
 #include <dtlspp/transport/address.hpp>
 
 #include <chrono>
@@ -102,6 +103,15 @@ public:
     {
         ++counters_.datagrams_in;
         auto found = sessions_.find(from);
+        if (found != sessions_.end() && found->second->association.is_open() && is_initial_client_hello(datagram)) {
+            // RFC 6347 §4.2.8: a client that lost its state (a restart from
+            // the same address and port) starts over with an epoch-0
+            // ClientHello. The old association cannot answer it, so it goes
+            // to the front door: a HelloVerifyRequest keeps the old
+            // association, a verified cookie replaces it.
+            if (!replace_on_new_handshake(from, datagram, now, handler)) return;
+            found = sessions_.end();
+        }
         if (found != sessions_.end()) {
             auto& s = *found->second;
             s.last_activity = now;
@@ -129,23 +139,11 @@ public:
                 for (std::size_t i = before; i < front_door_out_.size(); ++i) trace_(direction::out, front_door_out_[i]);
             break;
         case listen_result::accepted: {
-            auto verified = listener_.accept();
-            if (sessions_.size() >= settings_.max_sessions) {
-                // Refuse quietly: the client retries and times out by its own
-                // deadline; nothing of it is kept here.
-                ++counters_.sessions_refused;
-                front_door_out_.truncate(before);
-                return;
-            }
             datagram_queue first_flight;
             for (std::size_t i = before; i < front_door_out_.size(); ++i) first_flight.push(front_door_out_[i]);
             // Those datagrams now belong to the endpoint, which queues them.
             front_door_out_.truncate(before);
-            auto entry = std::make_unique<session_entry>(session_entry{
-                from, endpoint_type::adopt(context_, std::move(verified), now, first_flight, trace_), now, {}, false});
-            ++counters_.sessions_created;
-            auto& s = *sessions_.emplace(from, std::move(entry)).first->second;
-            settle(s, now, handler);
+            adopt_accepted(from, now, first_flight, handler);
             return;
         }
         }
@@ -254,6 +252,25 @@ private:
     {
     }
 
+    // The listener verified a cookie from `from`: make it an association,
+    // unless the session limit is reached.
+    template <class Handler>
+    void adopt_accepted(const peer_address& from, time_point now, const datagram_queue& first_flight, Handler& handler)
+    {
+        auto verified = listener_.accept();
+        if (sessions_.size() >= settings_.max_sessions) {
+            // Refuse quietly: the client retries and times out by its own
+            // deadline; nothing of it is kept here.
+            ++counters_.sessions_refused;
+            return;
+        }
+        auto entry = std::make_unique<session_entry>(session_entry{
+            from, endpoint_type::adopt(context_, std::move(verified), now, first_flight, trace_), now, {}, false});
+        ++counters_.sessions_created;
+        auto& s = *sessions_.emplace(from, std::move(entry)).first->second;
+        settle(s, now, handler);
+    }
+
     // Moves an association's queued datagrams to the shared outbox.
     void collect(session_entry& s)
     {
@@ -289,6 +306,57 @@ private:
         if (auto deadline = s.association.next_deadline()) due = std::min(due, *deadline);
         s.scheduled = due;
         timers_.emplace(due, &s);
+    }
+
+    static bool is_initial_client_hello(std::span<const std::byte> datagram)
+    {
+        bool hello = false;
+        parse_datagram(datagram, [&](const record_view& r) {
+            if (r.epoch != 0 || r.type != content_type::handshake) return;
+            for (const auto& fragment : r.fragments())
+                if (fragment.msg_type == static_cast<std::uint8_t>(handshake_type::client_hello)) hello = true;
+        });
+        return hello;
+    }
+
+    // Offers a new ClientHello from a peer that has an open association.
+    // Returns true when the old association was dropped and the datagram
+    // should go through the front door as from a stranger.
+    template <class Handler>
+    bool replace_on_new_handshake(const peer_address& from, std::span<const std::byte> datagram, time_point now,
+                                  Handler& handler)
+    {
+        // Only a ClientHello with a valid cookie replaces anything, so an
+        // off-path attacker who spoofs the address cannot tear it down.
+        datagram_io probe;
+        datagram_queue scratch;
+        probe.input = datagram;
+        probe.output = &scratch;
+        probe.now = now;
+        probe.peer_id = from.transport_id();
+        const auto result = listener_.offer(probe);
+        if (result == listen_result::hello_verify_sent) {
+            ++counters_.hello_verify_requests;
+            for (std::size_t i = 0; i < scratch.size(); ++i) {
+                front_door_out_.push(scratch[i]);
+                front_door_peers_.push_back(from);
+            }
+            return false;
+        }
+        if (result != listen_result::accepted) {
+            ++counters_.dropped_without_session;
+            return false;
+        }
+        // The cookie verified: the client really started over.
+        auto found = sessions_.find(from);
+        auto& old = *found->second;
+        unschedule(old);
+        ++counters_.sessions_closed;
+        const auto f = make_failure(errc::peer_closed, "the client started a new handshake from the same address");
+        if constexpr (requires { handler.on_close(from, f); }) handler.on_close(from, f);
+        sessions_.erase(found);
+        adopt_accepted(from, now, scratch, handler);
+        return false;
     }
 
     void unschedule(session_entry& s)
