@@ -141,10 +141,11 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_client_hello_that_cannot_fit_is_mtu_too_small, P
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(losing_any_one_handshake_datagram_is_recovered, Pair, all_pairs)
 {
-    // Find how many datagrams each direction carries in a clean handshake.
+    // Find how many datagrams each direction carries in a clean handshake
+    // (default 1 s timers, so a busy machine cannot add a retransmission).
     std::size_t up = 0, down = 0;
     {
-        auto p = make_pair<Pair>(fast(server_config()), fast(client_config()));
+        auto p = make_pair<Pair>(server_config(), client_config());
         failure f;
         BOOST_REQUIRE(p.start(f));
         p.run_handshake();
