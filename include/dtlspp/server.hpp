@@ -164,11 +164,9 @@ public:
         collect(s);
         // send() may be called from a handler inside receive(), so the entry
         // must survive here: a failure is settled by the timer, right away.
-        unschedule(s);
-        s.scheduled = s.association.is_open() ? std::min(now + settings_.idle_timeout,
+        reschedule(s, s.association.is_open() ? std::min(now + settings_.idle_timeout,
                                                          s.association.next_deadline().value_or(time_point::max()))
-                                              : now;
-        timers_.emplace(*s.scheduled, &s);
+                                              : now);
     }
 
     // Runs every timer that is due: retransmissions, handshake deadlines,
@@ -301,9 +299,25 @@ private:
             sessions_.erase(peer);
             return;
         }
-        unschedule(s);
         auto due = s.last_activity + settings_.idle_timeout;
         if (auto deadline = s.association.next_deadline()) due = std::min(due, *deadline);
+        reschedule(s, due);
+    }
+
+    // Moves an association's timer. The set node is reused (extract and
+    // insert), so rescheduling on every datagram allocates nothing.
+    void reschedule(session_entry& s, time_point due)
+    {
+        if (s.scheduled && *s.scheduled == due) return;
+        if (s.scheduled) {
+            auto node = timers_.extract({*s.scheduled, &s});
+            if (!node.empty()) {
+                node.value().first = due;
+                s.scheduled = due;
+                timers_.insert(std::move(node));
+                return;
+            }
+        }
         s.scheduled = due;
         timers_.emplace(due, &s);
     }
