@@ -21,14 +21,17 @@ static const char* const usage =
     "  --count N                 messages to echo (default 1)\n"
     "  --size BYTES              bytes per message (default 32)\n"
     "  --handshake-timeout-ms N  give up the handshake after this long (default 30000)\n"
-    "  --verbose                 print one line per datagram\n";
+    "  --verbose                 print one line per datagram\n"
+    "  --pcap FILE               write every datagram in and out to FILE (pcap, real addresses)\n"
+    "  --keylog FILE             append the session keys to FILE (NSS key log, for Wireshark);\n"
+    "                            without it, the SSLKEYLOGFILE environment variable is used\n";
 
 int main(int argc, char** argv)
 {
     try {
         examples::arguments args(argc, argv,
                                  {"--connect", "--ca", "--server-name", "--cert", "--key", "--psk", "--mtu", "--backend",
-                                  "--count", "--size", "--handshake-timeout-ms"},
+                                  "--count", "--size", "--handshake-timeout-ms", "--pcap", "--keylog"},
                                  {"--list-backends", "--verbose", "--insecure"});
         if (args.help()) {
             std::cout << usage;
@@ -42,7 +45,12 @@ int main(int argc, char** argv)
         c.role = dtlspp::role::client;
         examples::apply_common(args, c);
         if (args.has("--psk") && !args.has("--ca")) c.verification = dtlspp::peer_verification::none;
-        return examples::with_backend(args, [&]<class Backend>() { return examples::run_echo_client<Backend>(args, c); });
+        examples::capture cap;
+        examples::apply_capture(args, cap, c);
+        const int status =
+            examples::with_backend(args, [&]<class Backend>() { return examples::run_echo_client<Backend>(args, c, cap); });
+        cap.close();
+        return status;
     } catch (const examples::usage_error& e) {
         std::cerr << "echo_client: " << e.what() << "\n" << usage;
         return 2;

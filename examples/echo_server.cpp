@@ -20,14 +20,17 @@ static const char* const usage =
     "  --idle-timeout-ms N       close associations idle this long (default 60000)\n"
     "  --handshake-timeout-ms N  fail handshakes not done by then (default 30000)\n"
     "  --exit-after N            stop after N associations have ended (default: run until SIGINT)\n"
-    "  --verbose                 print one line per datagram\n";
+    "  --verbose                 print one line per datagram\n"
+    "  --pcap FILE               write every datagram in and out to FILE (pcap, real addresses)\n"
+    "  --keylog FILE             append the session keys to FILE (NSS key log, for Wireshark);\n"
+    "                            without it, the SSLKEYLOGFILE environment variable is used\n";
 
 int main(int argc, char** argv)
 {
     try {
         examples::arguments args(argc, argv,
                                  {"--listen", "--cert", "--key", "--ca", "--psk", "--mtu", "--backend", "--max-sessions",
-                                  "--idle-timeout-ms", "--handshake-timeout-ms", "--exit-after"},
+                                  "--idle-timeout-ms", "--handshake-timeout-ms", "--exit-after", "--pcap", "--keylog"},
                                  {"--list-backends", "--verbose"});
         if (args.help()) {
             std::cout << usage;
@@ -41,7 +44,12 @@ int main(int argc, char** argv)
         c.role = dtlspp::role::server;
         examples::apply_common(args, c);
         if (args.has("--ca")) c.verification = dtlspp::peer_verification::required;
-        return examples::with_backend(args, [&]<class Backend>() { return examples::run_echo_server<Backend>(args, c); });
+        examples::capture cap;
+        examples::apply_capture(args, cap, c);
+        const int status =
+            examples::with_backend(args, [&]<class Backend>() { return examples::run_echo_server<Backend>(args, c, cap); });
+        cap.close();
+        return status;
     } catch (const examples::usage_error& e) {
         std::cerr << "echo_server: " << e.what() << "\n" << usage;
         return 2;

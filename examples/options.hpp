@@ -2,7 +2,10 @@
 // `openssl s_server` / `s_client`, every error said plainly.
 #pragma once
 
+#include "capture.hpp"
+
 #include <dtlspp/config.hpp>
+#include <dtlspp/pcap.hpp>
 
 #include <cstdint>
 #include <cstdlib>
@@ -99,6 +102,24 @@ inline void apply_common(const arguments& args, dtlspp::config& c)
     c.max_udp_payload = static_cast<std::size_t>(args.number("--mtu", 1200));
     if (args.has("--handshake-timeout-ms"))
         c.handshake_deadline = std::chrono::milliseconds(args.number("--handshake-timeout-ms", 30000));
+}
+
+// --pcap FILE and --keylog FILE; without --keylog, SSLKEYLOGFILE names the
+// key log as it does for browsers and OpenSSL's own tools. Opened before any
+// traffic so a bad path is an error up front, not a missing capture later.
+inline void apply_capture(const arguments& args, capture& cap, dtlspp::config& c)
+{
+    if (args.has("--pcap")) {
+        if (args.get("--pcap").empty()) throw usage_error("--pcap: empty file name");
+        cap.open_pcap(args.get("--pcap"));
+    }
+    if (args.has("--keylog")) {
+        if (args.get("--keylog").empty()) throw usage_error("--keylog: empty file name");
+        cap.open_keylog(args.get("--keylog"));
+    } else if (const auto from_env = dtlspp::keylog_path_from_env()) {
+        cap.open_keylog(*from_env);
+    }
+    cap.install_key_log(c);
 }
 
 } // namespace examples

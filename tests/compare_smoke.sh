@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Smoke test for examples/dtls_compare: a tiny grid (no loss, two seeds, two
+# messages) must give one CSV row per backend pair built in, each with every
+# handshake completed and every echo back; --trace must show the handshake;
+# a bad flag must fail with status 2. Takes well under a second per pair:
+# runs with OpenSSL are on real time, but nothing is lost, so no timer fires.
+#   compare_smoke.sh PATH/TO/dtls_compare CERT_DIR
+set -euo pipefail
+tool=$1
+certs=$2
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+backends=$("$tool" --list-backends)
+expected=()
+for c in $backends; do
+  for s in $backends; do expected+=("$c-$s"); done
+done
+
+csv=$(timeout 60 "$tool" --certs "$certs" --loss 0 --seeds 2 --messages 2 --csv --quiet) ||
+  fail "dtls_compare exited with status $?"
+echo "$csv"
+header=$(head -n 1 <<<"$csv")
+[[ $header == pair,client,server,* ]] || fail "unexpected CSV header: $header"
+# Column positions from the header, so adding a column does not break this.
+col() { tr ',' '\n' <<<"$header" | grep -nx "$1" | cut -d: -f1; }
+ok_col=$(col ok); runs_col=$(col runs); echoed_col=$(col echoed); sent_col=$(col messages_sent)
+[ "$(tail -n +2 <<<"$csv" | wc -l)" -eq ${#expected[@]} ] ||
+  fail "expected ${#expected[@]} rows (${expected[*]})"
+for pair in "${expected[@]}"; do
+  row=$(grep "^$pair," <<<"$csv") || fail "no row for $pair"
+  IFS=, read -ra f <<<"$row"
+  [ "${f[ok_col-1]}" = "${f[runs_col-1]}" ] || fail "$pair: ${f[ok_col-1]}/${f[runs_col-1]} handshakes completed"
+  [ "${f[sent_col-1]}" -gt 0 ] || fail "$pair: no message sent"
+  [ "${f[echoed_col-1]}" = "${f[sent_col-1]}" ] || fail "$pair: ${f[echoed_col-1]}/${f[sent_col-1]} echoes"
+done
+
+first=${expected[0]}
+trace=$(timeout 60 "$tool" --certs "$certs" --pairs "$first" --loss 0 --seeds 1 --messages 1 --trace --quiet)
+for message in ClientHello HelloVerifyRequest ServerHello Certificate ServerKeyExchange ServerHelloDone \
+               ClientKeyExchange ChangeCipherSpec ApplicationData "handshake complete"; do
+  grep -q "$message" <<<"$trace" || fail "--trace output lacks $message"
+done
+
+status=0
+"$tool" --certs "$certs" --loss 101 >/dev/null 2>&1 || status=$?
+[ "$status" -eq 2 ] || fail "--loss 101: expected status 2, got $status"
+echo "PASS: ${#expected[@]} pairs"
