@@ -820,3 +820,51 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_client_restarting_on_the_same_address_gets_a_new
     BOOST_TEST(s->counters().sessions_created == 2u);
     BOOST_TEST(s->session_count() == 1u);
 }
+
+// A network may duplicate and delay a datagram: a late copy of the
+// ClientHello that opened an association must leave it alone.
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_late_copy_of_the_opening_client_hello_keeps_the_association, Backend, all_backends)
+{
+    failure f;
+    auto s = server<Backend>::create(server_config(), {}, f);
+    BOOST_REQUIRE_MESSAGE(s, f.what());
+    const auto from = peer_address::parse("192.0.2.30:7000");
+    auto e = endpoint<Backend>::connect(client_config(), clock::now(), f);
+    BOOST_REQUIRE_MESSAGE(e, f.what());
+
+    // Run the handshake by hand, keeping the ClientHello that carried the cookie.
+    std::vector<bytes> sent;
+    for (int round = 0; round < 20 && !(e->is_open() && s->find(from) && s->find(from)->is_open()); ++round) {
+        e->drain([&](std::span<const std::byte> d) {
+            sent.emplace_back(d.begin(), d.end());
+            s->receive(from, d, clock::now());
+        });
+        for (auto& r : drain_all(*s)) e->receive(r.datagram, clock::now());
+    }
+    BOOST_REQUIRE(e->is_open());
+    BOOST_REQUIRE(sent.size() >= 2u);
+    const bytes hello_with_cookie = sent[1];
+
+    s->receive(from, hello_with_cookie, clock::now());
+    for (auto& r : drain_all(*s)) e->receive(r.datagram, clock::now());
+    BOOST_TEST(s->counters().duplicate_client_hellos == 1u);
+    BOOST_TEST(s->counters().sessions_created == 1u);
+    BOOST_REQUIRE(s->find(from) != nullptr);
+    BOOST_TEST(s->find(from)->is_open());
+    BOOST_TEST(e->is_open());
+
+    // And the association still carries data.
+    std::string got;
+    struct echo {
+        server<Backend>* srv;
+        void on_data(const peer_address& to, std::span<const std::byte> d)
+        {
+            std::error_code ec;
+            srv->send(to, d, clock::now(), ec);
+        }
+    } handler{&*s};
+    e->send(as_bytes(std::string("still here")), clock::now());
+    e->drain([&](std::span<const std::byte> d) { s->receive(from, d, clock::now(), handler); });
+    for (auto& r : drain_all(*s)) e->receive(r.datagram, clock::now(), [&](std::span<const std::byte> d) { got = as_string(d); });
+    BOOST_TEST(got == "still here");
+}

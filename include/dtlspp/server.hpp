@@ -22,6 +22,8 @@
 #include <dtlspp/trace.hpp>
 #include <dtlspp/transport/address.hpp>
 
+#include <algorithm>
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -51,6 +53,7 @@ struct server_counters {
     std::uint64_t sessions_expired = 0;       // idle timeout
     std::uint64_t sessions_failed = 0;
     std::uint64_t sessions_closed = 0;
+    std::uint64_t duplicate_client_hellos = 0; // late copies of an open association's ClientHello, dropped
 };
 
 // What a server tells its handler. Each member is optional: a handler defines
@@ -103,7 +106,15 @@ public:
     {
         ++counters_.datagrams_in;
         auto found = sessions_.find(from);
-        if (found != sessions_.end() && found->second->association.is_open() && is_initial_client_hello(datagram)) {
+        if (found != sessions_.end() && found->second->association.is_open() && is_late_copy(*found->second, datagram)) {
+            // Handing it to the association would not help either: mbedTLS
+            // takes any epoch-0 ClientHello with a valid cookie on an open
+            // association as a reconnect and closes it.
+            ++counters_.duplicate_client_hellos;
+            return;
+        }
+        if (found != sessions_.end() && found->second->association.is_open() &&
+            is_new_client_hello(*found->second, datagram)) {
             // RFC 6347 §4.2.8: a client that lost its state (a restart from
             // the same address and port) starts over with an epoch-0
             // ClientHello. The old association cannot answer it, so it goes
@@ -143,7 +154,7 @@ public:
             for (std::size_t i = before; i < front_door_out_.size(); ++i) first_flight.push(front_door_out_[i]);
             // Those datagrams now belong to the endpoint, which queues them.
             front_door_out_.truncate(before);
-            adopt_accepted(from, now, first_flight, handler);
+            adopt_accepted(from, datagram, now, first_flight, handler);
             return;
         }
         }
@@ -237,12 +248,15 @@ public:
     void set_trace(typename endpoint_type::trace_hook hook) { trace_ = std::move(hook); }
 
 private:
+    using client_random = std::array<std::byte, 32>;
+
     struct session_entry {
         peer_address peer;
         endpoint_type association;
         time_point last_activity;
         std::optional<time_point> scheduled;
         bool announced;
+        std::optional<client_random> hello_random; // of the ClientHello that opened it
     };
 
     server(std::shared_ptr<typename Backend::context> ctx, typename Backend::listener l, server_settings settings)
@@ -253,7 +267,8 @@ private:
     // The listener verified a cookie from `from`: make it an association,
     // unless the session limit is reached.
     template <class Handler>
-    void adopt_accepted(const peer_address& from, time_point now, const datagram_queue& first_flight, Handler& handler)
+    void adopt_accepted(const peer_address& from, std::span<const std::byte> hello, time_point now,
+                        const datagram_queue& first_flight, Handler& handler)
     {
         auto verified = listener_.accept();
         if (sessions_.size() >= settings_.max_sessions) {
@@ -263,7 +278,8 @@ private:
             return;
         }
         auto entry = std::make_unique<session_entry>(session_entry{
-            from, endpoint_type::adopt(context_, std::move(verified), now, first_flight, trace_), now, {}, false});
+            from, endpoint_type::adopt(context_, std::move(verified), now, first_flight, trace_), now, {}, false,
+            client_hello_random(hello)});
         ++counters_.sessions_created;
         auto& s = *sessions_.emplace(from, std::move(entry)).first->second;
         settle(s, now, handler);
@@ -322,15 +338,38 @@ private:
         timers_.emplace(due, &s);
     }
 
-    static bool is_initial_client_hello(std::span<const std::byte> datagram)
+    // The random of an epoch-0 ClientHello whose first fragment the
+    // datagram carries (RFC 5246 §7.4.1.2: client_version, then random).
+    static std::optional<client_random> client_hello_random(std::span<const std::byte> datagram)
     {
-        bool hello = false;
+        std::optional<client_random> random;
         parse_datagram(datagram, [&](const record_view& r) {
             if (r.epoch != 0 || r.type != content_type::handshake) return;
-            for (const auto& fragment : r.fragments())
-                if (fragment.msg_type == static_cast<std::uint8_t>(handshake_type::client_hello)) hello = true;
+            for (const auto& fragment : r.fragments()) {
+                if (fragment.msg_type != static_cast<std::uint8_t>(handshake_type::client_hello) ||
+                    fragment.fragment_offset != 0 || fragment.body.size() < 2 + 32)
+                    continue;
+                client_random value;
+                std::copy_n(fragment.body.begin() + 2, 32, value.begin());
+                random = value;
+            }
         });
-        return hello;
+        return random;
+    }
+
+    static bool is_late_copy(const session_entry& s, std::span<const std::byte> datagram)
+    {
+        const auto random = client_hello_random(datagram);
+        return random && s.hello_random && *random == *s.hello_random;
+    }
+
+    // A ClientHello that starts a new handshake, as opposed to a late copy
+    // of the one that opened this association: a network may duplicate and
+    // delay datagrams, and a copy must not tear a working association down.
+    static bool is_new_client_hello(const session_entry& s, std::span<const std::byte> datagram)
+    {
+        const auto random = client_hello_random(datagram);
+        return random && (!s.hello_random || *random != *s.hello_random);
     }
 
     // Offers a new ClientHello from a peer that has an open association.
@@ -369,7 +408,7 @@ private:
         const auto f = make_failure(errc::peer_closed, "the client started a new handshake from the same address");
         if constexpr (requires { handler.on_close(from, f); }) handler.on_close(from, f);
         sessions_.erase(found);
-        adopt_accepted(from, now, scratch, handler);
+        adopt_accepted(from, datagram, now, scratch, handler);
         return false;
     }
 
