@@ -96,8 +96,9 @@ struct secret_stream {
     static int generate(void* self, unsigned char* output, std::size_t length)
     {
         auto& stream = *static_cast<secret_stream*>(self);
-        std::vector<unsigned char> block_input(4 + stream.secret.size());
-        std::copy(stream.secret.begin(), stream.secret.end(), block_input.begin() + 4);
+        // Four counter bytes, then the secret.
+        std::vector<unsigned char> block_input(4);
+        block_input.insert(block_input.end(), stream.secret.begin(), stream.secret.end());
         while (length > 0) {
             for (int i = 0; i < 4; ++i)
                 block_input[static_cast<std::size_t>(i)] = static_cast<unsigned char>(stream.counter >> (8 * (3 - i)));
