@@ -12,7 +12,10 @@
 #include <dtlspp/backend/mbedtls.hpp>
 #endif
 
+#include <exception>
+#include <iostream>
 #include <string>
+#include <vector>
 
 namespace examples {
 
@@ -49,6 +52,34 @@ int with_backend(const arguments& args, Run&& run)
                       " mbedtls"
 #endif
                       ")");
+}
+
+// The shape every example's main() shares: parse the flags, answer --help
+// and --list-backends, run, and turn errors into a message and an exit
+// status (2 for a usage error, 1 for anything else).
+template <class Body>
+int run_program(const char* name, const char* usage, int argc, char** argv, const std::vector<std::string>& with_value,
+                std::vector<std::string> flags, Body&& body)
+{
+    try {
+        flags.push_back("--list-backends");
+        arguments args(argc, argv, with_value, flags);
+        if (args.help()) {
+            std::cout << usage;
+            return 0;
+        }
+        if (args.has("--list-backends")) {
+            std::cout << built_backends() << '\n';
+            return 0;
+        }
+        return body(args);
+    } catch (const usage_error& e) {
+        std::cerr << name << ": " << e.what() << "\n" << usage;
+        return 2;
+    } catch (const std::exception& e) {
+        std::cerr << name << ": " << e.what() << '\n';
+        return 1;
+    }
 }
 
 } // namespace examples

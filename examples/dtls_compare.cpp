@@ -174,20 +174,11 @@ struct job {
 
 int main(int argc, char** argv)
 {
-    try {
-        examples::arguments args(argc, argv,
+    return examples::run_program("dtls_compare", usage, argc, argv,
                                  {"--pairs", "--mtu", "--loss", "--seeds", "--first-seed", "--messages", "--size",
                                   "--initial-rto-ms", "--max-rto-ms", "--deadline-ms", "--delay-ms", "--echo-wait-ms",
                                   "--clock", "--jobs", "--certs", "--leaf", "--pcap"},
-                                 {"--trace", "--csv", "--json", "--quiet", "--openssl-default-mtu", "--list-backends"});
-        if (args.help()) {
-            std::cout << usage;
-            return 0;
-        }
-        if (args.has("--list-backends")) {
-            std::cout << examples::built_backends() << '\n';
-            return 0;
-        }
+                                 {"--trace", "--csv", "--json", "--quiet", "--openssl-default-mtu"}, [&](const examples::arguments& args) {
         const auto available = built_pairs();
         if (available.empty()) throw usage_error("no backend built in");
 
@@ -363,11 +354,5 @@ int main(int argc, char** argv)
                               << " datagrams exceeded the MTU and were dropped by the link\n";
         }
         return 0;
-    } catch (const usage_error& e) {
-        std::cerr << "dtls_compare: " << e.what() << "\n" << usage;
-        return 2;
-    } catch (const std::exception& e) {
-        std::cerr << "dtls_compare: " << e.what() << '\n';
-        return 1;
-    }
+    });
 }

@@ -28,19 +28,10 @@ static const char* const usage =
 
 int main(int argc, char** argv)
 {
-    try {
-        examples::arguments args(argc, argv,
+    return examples::run_program("echo_client", usage, argc, argv,
                                  {"--connect", "--ca", "--server-name", "--cert", "--key", "--psk", "--mtu", "--backend",
                                   "--count", "--size", "--handshake-timeout-ms", "--pcap", "--keylog"},
-                                 {"--list-backends", "--verbose", "--insecure"});
-        if (args.help()) {
-            std::cout << usage;
-            return 0;
-        }
-        if (args.has("--list-backends")) {
-            std::cout << examples::built_backends() << '\n';
-            return 0;
-        }
+                                 {"--verbose", "--insecure"}, [&](const examples::arguments& args) {
         dtlspp::config c;
         c.role = dtlspp::role::client;
         examples::apply_common(args, c);
@@ -51,11 +42,5 @@ int main(int argc, char** argv)
             examples::with_backend(args, [&]<class Backend>() { return examples::run_echo_client<Backend>(args, c, cap); });
         cap.close();
         return status;
-    } catch (const examples::usage_error& e) {
-        std::cerr << "echo_client: " << e.what() << "\n" << usage;
-        return 2;
-    } catch (const std::exception& e) {
-        std::cerr << "echo_client: " << e.what() << '\n';
-        return 1;
-    }
+    });
 }

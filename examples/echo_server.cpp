@@ -27,19 +27,10 @@ static const char* const usage =
 
 int main(int argc, char** argv)
 {
-    try {
-        examples::arguments args(argc, argv,
+    return examples::run_program("echo_server", usage, argc, argv,
                                  {"--listen", "--cert", "--key", "--ca", "--psk", "--mtu", "--backend", "--max-sessions",
                                   "--idle-timeout-ms", "--handshake-timeout-ms", "--exit-after", "--pcap", "--keylog"},
-                                 {"--list-backends", "--verbose"});
-        if (args.help()) {
-            std::cout << usage;
-            return 0;
-        }
-        if (args.has("--list-backends")) {
-            std::cout << examples::built_backends() << '\n';
-            return 0;
-        }
+                                 {"--verbose"}, [&](const examples::arguments& args) {
         dtlspp::config c;
         c.role = dtlspp::role::server;
         examples::apply_common(args, c);
@@ -50,11 +41,5 @@ int main(int argc, char** argv)
             examples::with_backend(args, [&]<class Backend>() { return examples::run_echo_server<Backend>(args, c, cap); });
         cap.close();
         return status;
-    } catch (const examples::usage_error& e) {
-        std::cerr << "echo_server: " << e.what() << "\n" << usage;
-        return 2;
-    } catch (const std::exception& e) {
-        std::cerr << "echo_server: " << e.what() << '\n';
-        return 1;
-    }
+    });
 }

@@ -4,6 +4,7 @@
 // handshake deadline, receive by its timeout.
 #pragma once
 
+#include <dtlspp/detail/socket_loop.hpp>
 #include <dtlspp/endpoint.hpp>
 #include <dtlspp/transport/address.hpp>
 #include <dtlspp/transport/udp_socket.hpp>
@@ -115,27 +116,15 @@ private:
     // then feeds, times out and flushes.
     void wait_and_process(std::chrono::milliseconds limit, std::error_code& ec)
     {
-        auto wait = limit;
-        if (auto deadline = association_.next_deadline()) {
-            const auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - clock::now());
-            wait = std::clamp(left, std::chrono::milliseconds(0), limit);
-        }
-        const bool readable = socket_.wait_readable(wait, ec);
+        detail::receive_batch(socket_, detail::wait_time(association_.next_deadline(), limit), 64, ec,
+                              [&](const peer_address& from, std::span<const std::byte> datagram) {
+                                  // Only the server we connected to may speak.
+                                  if (!(from == server_)) return;
+                                  association_.receive(datagram, clock::now(), [&](std::span<const std::byte> data) {
+                                      inbox_.emplace_back(data.begin(), data.end());
+                                  });
+                              });
         if (ec) return;
-        if (readable) {
-            thread_local std::array<std::byte, max_datagram_in + 1> buffer;
-            for (int i = 0; i < 64; ++i) {
-                peer_address from;
-                std::error_code receive_error;
-                auto n = socket_.receive_from(buffer, from, receive_error);
-                if (!n) break;
-                // Only the server we connected to may speak; a truncated
-                // datagram is oversized and the endpoint drops and counts it.
-                if (!(from == server_)) continue;
-                association_.receive(std::span<const std::byte>(buffer.data(), *n), clock::now(),
-                                     [&](std::span<const std::byte> data) { inbox_.emplace_back(data.begin(), data.end()); });
-            }
-        }
         if (auto deadline = association_.next_deadline(); deadline && clock::now() >= *deadline)
             association_.on_timeout(clock::now());
         flush(ec);

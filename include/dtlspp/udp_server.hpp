@@ -2,6 +2,7 @@
 // one small loop that touches it.
 #pragma once
 
+#include <dtlspp/detail/socket_loop.hpp>
 #include <dtlspp/server.hpp>
 #include <dtlspp/transport/address.hpp>
 #include <dtlspp/transport/udp_socket.hpp>
@@ -37,22 +38,11 @@ public:
     template <class Handler = no_handler>
     void run_once(std::chrono::milliseconds max_wait, Handler&& handler = {})
     {
-        auto wait = max_wait;
-        if (auto deadline = core_.next_deadline()) {
-            const auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - clock::now());
-            wait = std::clamp(left, std::chrono::milliseconds(0), max_wait);
-        }
         std::error_code ec;
-        if (socket_.wait_readable(wait, ec)) {
-            thread_local std::array<std::byte, max_datagram_in + 1> buffer;
-            for (int i = 0; i < 256; ++i) {
-                peer_address from;
-                std::error_code receive_error;
-                auto n = socket_.receive_from(buffer, from, receive_error);
-                if (!n) break;
-                core_.receive(from, std::span<const std::byte>(buffer.data(), *n), clock::now(), handler);
-            }
-        }
+        detail::receive_batch(socket_, detail::wait_time(core_.next_deadline(), max_wait), 256, ec,
+                              [&](const peer_address& from, std::span<const std::byte> datagram) {
+                                  core_.receive(from, datagram, clock::now(), handler);
+                              });
         core_.on_timeout(clock::now(), handler);
         flush();
     }
