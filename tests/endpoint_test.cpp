@@ -345,3 +345,28 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(an_ip_address_server_name_is_checked_against_ip_en
         }
     }
 }
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(every_record_of_a_datagram_is_delivered, Pair, all_pairs)
+{
+    auto p = make_pair<Pair>(server_config(), client_config());
+    failure f;
+    BOOST_REQUIRE(p.start(f));
+    p.run_handshake();
+    BOOST_REQUIRE(p.client().is_open());
+    p.run_until([&] { return p.server_side() && p.server_side()->is_open(); }, std::chrono::seconds(2));
+
+    // Three records from the server, packed into one datagram as a stack may do.
+    std::error_code ec;
+    for (const std::string m : {"one", "two", "three"}) {
+        p.srv().send(p.client_address, as_bytes(m), p.time.now(), ec);
+        BOOST_REQUIRE(!ec);
+    }
+    bytes packed;
+    p.srv().drain([&](const peer_address&, std::span<const std::byte> d) { packed.insert(packed.end(), d.begin(), d.end()); });
+    const auto before = p.client_received.size();
+    p.inject_to_client(packed);
+    BOOST_REQUIRE_EQUAL(p.client_received.size(), before + 3);
+    BOOST_TEST(p.client_received[before] == "one");
+    BOOST_TEST(p.client_received[before + 1] == "two");
+    BOOST_TEST(p.client_received[before + 2] == "three");
+}

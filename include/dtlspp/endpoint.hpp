@@ -423,6 +423,12 @@ private:
             counters_.bytes_out += d.size();
             counters_.largest_datagram_out = std::max(counters_.largest_datagram_out, d.size());
             if (trace_) trace_(direction::out, d);
+            // Application data alone needs no accounting beyond the above:
+            // skip the parse on the hot path of an open association.
+            if (state_ == endpoint_state::open && !d.empty() &&
+                d[0] == static_cast<std::byte>(content_type::application_data) &&
+                d.size() == record_header_size + record_payload_length(d))
+                continue;
             parse_datagram(d, [&](const record_view& r) {
                 if (r.type == content_type::change_cipher_spec) {
                     handshake_content = true;
@@ -445,6 +451,13 @@ private:
         next_message_seq_ = static_cast<std::uint32_t>(highest_seen_ + 1);
         ++counters_.flights_out;
         if (!new_content) ++counters_.retransmissions;
+    }
+
+    // The length field of the first record (bytes 11-12 of its header).
+    static std::size_t record_payload_length(std::span<const std::byte> d) noexcept
+    {
+        if (d.size() < record_header_size) return 0;
+        return (std::to_integer<std::size_t>(d[11]) << 8) | std::to_integer<std::size_t>(d[12]);
     }
 
     void after_call()

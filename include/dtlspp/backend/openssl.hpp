@@ -153,6 +153,11 @@ struct openssl_backend {
 
         read_result read(datagram_io& io, std::span<std::byte> buffer)
         {
+            // The endpoint reads until it is told to wait. With no new
+            // datagram and nothing buffered (SSL_has_pending covers the rest
+            // of a datagram that held several records), the answer is known
+            // without a failing SSL_read and its error-queue work.
+            if (io.input.empty() && SSL_has_pending(ssl_.get()) == 0) return {read_result::kind::want_input, 0};
             detail::openssl::io_binding bind(*bio_, io);
             detail::openssl::clear_errors();
             std::size_t got = 0;
