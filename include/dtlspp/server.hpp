@@ -106,22 +106,25 @@ public:
     {
         ++counters_.datagrams_in;
         auto found = sessions_.find(from);
-        if (found != sessions_.end() && found->second->association.is_open() && is_late_copy(*found->second, datagram)) {
-            // Handing it to the association would not help either: mbedTLS
-            // takes any epoch-0 ClientHello with a valid cookie on an open
-            // association as a reconnect and closes it.
-            ++counters_.duplicate_client_hellos;
-            return;
-        }
-        if (found != sessions_.end() && found->second->association.is_open() &&
-            is_new_client_hello(*found->second, datagram)) {
-            // RFC 6347 §4.2.8: a client that lost its state (a restart from
-            // the same address and port) starts over with an epoch-0
-            // ClientHello. The old association cannot answer it, so it goes
-            // to the front door: a HelloVerifyRequest keeps the old
-            // association, a verified cookie replaces it.
-            if (!replace_on_new_handshake(from, datagram, now, handler)) return;
-            found = sessions_.end();
+        if (found != sessions_.end() && found->second->association.is_open()) {
+            if (const auto random = client_hello_random(datagram)) {
+                auto& s = *found->second;
+                if (s.hello_random && *random == *s.hello_random) {
+                    // A late copy of the ClientHello that opened this
+                    // association (networks duplicate and delay datagrams).
+                    // The association must not see it: a stack may take an
+                    // epoch-0 ClientHello with a valid cookie as a reconnect.
+                    ++counters_.duplicate_client_hellos;
+                    return;
+                }
+                // RFC 6347 §4.2.8: a client that lost its state (a restart
+                // from the same address and port) starts over with a new
+                // ClientHello. It goes to the front door: a
+                // HelloVerifyRequest keeps the old association, a verified
+                // cookie replaces it.
+                if (!replace_on_new_handshake(from, datagram, now, handler)) return;
+                found = sessions_.end();
+            }
         }
         if (found != sessions_.end()) {
             auto& s = *found->second;
@@ -342,6 +345,13 @@ private:
     // datagram carries (RFC 5246 §7.4.1.2: client_version, then random).
     static std::optional<client_random> client_hello_random(std::span<const std::byte> datagram)
     {
+        // Every datagram of an open association passes here: rule out
+        // anything but an epoch-0 handshake record from its first bytes
+        // (type 22, epoch at bytes 3-4) before parsing.
+        if (datagram.size() < record_header_size ||
+            datagram[0] != static_cast<std::byte>(content_type::handshake) || datagram[3] != std::byte{0} ||
+            datagram[4] != std::byte{0})
+            return std::nullopt;
         std::optional<client_random> random;
         parse_datagram(datagram, [&](const record_view& r) {
             if (r.epoch != 0 || r.type != content_type::handshake) return;
@@ -355,21 +365,6 @@ private:
             }
         });
         return random;
-    }
-
-    static bool is_late_copy(const session_entry& s, std::span<const std::byte> datagram)
-    {
-        const auto random = client_hello_random(datagram);
-        return random && s.hello_random && *random == *s.hello_random;
-    }
-
-    // A ClientHello that starts a new handshake, as opposed to a late copy
-    // of the one that opened this association: a network may duplicate and
-    // delay datagrams, and a copy must not tear a working association down.
-    static bool is_new_client_hello(const session_entry& s, std::span<const std::byte> datagram)
-    {
-        const auto random = client_hello_random(datagram);
-        return random && (!s.hello_random || *random != *s.hello_random);
     }
 
     // Offers a new ClientHello from a peer that has an open association.
