@@ -15,6 +15,7 @@
 #include <dtlspp/client.hpp>
 #include <dtlspp/udp_server.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <mutex>
@@ -41,11 +42,12 @@ public:
     };
 
     echo_server_thread(const config& c, const std::string& local, server_settings settings = {},
-                       std::chrono::seconds max_lifetime = 60s)
+                       std::chrono::seconds max_lifetime = 60s, socket_hook wire = {})
     {
         auto s = udp_server<Backend>::bind(c, peer_address::parse(local), settings, bind_failure_);
         if (!s) return;
         server_.emplace(std::move(*s));
+        server_->set_socket_hook(std::move(wire));
         address_ = server_->local_address();
         thread_ = std::thread([this, max_lifetime] { run(max_lifetime); });
     }
@@ -274,4 +276,54 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(server_shutdown_sends_close_notify_and_the_client_
 
     c->send(as_bytes("after shutdown"), ec);
     BOOST_TEST((ec == errc::not_open));
+}
+
+// What a packet capture needs: every datagram at the socket, both ways, with
+// the peer's address, on the client and on the server, the stateless
+// cookie exchange included.
+struct wire_record {
+    std::mutex mutex;
+    std::vector<std::pair<direction, peer_address>> seen;
+    std::size_t bytes = 0;
+
+    socket_hook hook()
+    {
+        return [this](direction d, const udp_socket&, const peer_address& peer, std::span<const std::byte> datagram) {
+            std::lock_guard lock(mutex);
+            seen.emplace_back(d, peer);
+            bytes += datagram.size();
+        };
+    }
+    std::size_t count(direction d)
+    {
+        std::lock_guard lock(mutex);
+        return static_cast<std::size_t>(std::count_if(seen.begin(), seen.end(), [&](auto& e) { return e.first == d; }));
+    }
+};
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(socket_hooks_see_every_datagram_with_its_peer, Backend, all_backends)
+{
+    wire_record at_server, at_client;
+    echo_server_thread<Backend> srv(server_config(), "127.0.0.1:0", {}, 60s, at_server.hook());
+    BOOST_REQUIRE_MESSAGE(srv.started(), srv.bind_failure().what());
+
+    failure f;
+    auto c = client<Backend>::connect(client_config(), srv.address(), f, {}, at_client.hook());
+    BOOST_REQUIRE_MESSAGE(c, f.what());
+    std::error_code ec;
+    BOOST_TEST(echo(*c, "captured", ec) == "captured");
+    c->close();
+    BOOST_REQUIRE(srv.wait_for_sessions(0, 5s));
+    srv.stop();
+
+    const auto& k = c->association().counters();
+    BOOST_TEST(at_client.count(direction::out) == k.datagrams_out);
+    BOOST_TEST(at_client.count(direction::in) == k.datagrams_in);
+    for (const auto& [d, peer] : at_client.seen) BOOST_TEST(peer == srv.address());
+    // The server's socket saw the cookieless ClientHello and its
+    // HelloVerifyRequest too, which no association ever saw.
+    BOOST_TEST(at_server.count(direction::in) == at_client.count(direction::out));
+    BOOST_TEST(at_server.count(direction::out) == at_client.count(direction::in));
+    BOOST_TEST(at_server.bytes == at_client.bytes);
+    BOOST_TEST(at_server.count(direction::in) == srv.server().core().counters().datagrams_in);
 }

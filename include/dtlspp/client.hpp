@@ -23,8 +23,10 @@ public:
     using endpoint_type = endpoint<Backend>;
 
     // Connects and completes the handshake, or fails with the reason.
+    // `trace` sees each datagram as the endpoint does; `wire` sees it at
+    // the socket, with addresses (for captures).
     static std::optional<client> connect(const config& c, const peer_address& server, failure& f,
-                                         typename endpoint_type::trace_hook trace = {})
+                                         typename endpoint_type::trace_hook trace = {}, socket_hook wire = {})
     {
         std::error_code ec;
         auto socket = udp_socket::open(server.family(), ec);
@@ -36,7 +38,7 @@ public:
         if (!ctx) return std::nullopt;
         auto e = endpoint_type::connect(std::move(ctx), clock::now(), f, std::move(trace));
         if (!e) return std::nullopt;
-        client result(std::move(socket), server, std::move(*e));
+        client result(std::move(socket), server, std::move(*e), std::move(wire));
         result.flush(ec);
         while (!ec && result.association_.state() == endpoint_state::handshaking)
             result.wait_and_process(std::chrono::milliseconds(1000), ec);
@@ -96,8 +98,9 @@ public:
     const udp_socket& socket() const noexcept { return socket_; }
 
 private:
-    client(udp_socket socket, peer_address server, endpoint_type association)
-        : socket_(std::move(socket)), server_(std::move(server)), association_(std::move(association))
+    client(udp_socket socket, peer_address server, endpoint_type association, socket_hook wire)
+        : socket_(std::move(socket)), server_(std::move(server)), association_(std::move(association)),
+          wire_(std::move(wire))
     {
     }
 
@@ -109,6 +112,7 @@ private:
             // A full socket buffer loses the datagram like the network
             // would; DTLS retransmits. Other errors are the caller's.
             if (send_error && send_error != std::errc::operation_would_block) ec = send_error;
+            else if (!send_error && wire_) wire_(direction::out, socket_, server_, d);
         });
     }
 
@@ -120,6 +124,7 @@ private:
                               [&](const peer_address& from, std::span<const std::byte> datagram) {
                                   // Only the server we connected to may speak.
                                   if (!(from == server_)) return;
+                                  if (wire_) wire_(direction::in, socket_, from, datagram);
                                   association_.receive(datagram, clock::now(), [&](std::span<const std::byte> data) {
                                       inbox_.emplace_back(data.begin(), data.end());
                                   });
@@ -133,6 +138,7 @@ private:
     udp_socket socket_;
     peer_address server_;
     endpoint_type association_;
+    socket_hook wire_;
     std::deque<std::vector<std::byte>> inbox_;
 };
 

@@ -41,6 +41,7 @@ public:
         std::error_code ec;
         detail::receive_batch(socket_, detail::wait_time(core_.next_deadline(), max_wait), 256, ec,
                               [&](const peer_address& from, std::span<const std::byte> datagram) {
+                                  if (wire_) wire_(direction::in, socket_, from, datagram);
                                   core_.receive(from, datagram, clock::now(), handler);
                               });
         core_.on_timeout(clock::now(), handler);
@@ -62,14 +63,17 @@ public:
     }
 
     peer_address local_address() const { return socket_.local_address(); }
+    // Every datagram at the socket, with its peer (for captures).
+    void set_socket_hook(socket_hook wire) { wire_ = std::move(wire); }
     core_type& core() noexcept { return core_; }
     const core_type& core() const noexcept { return core_; }
 
     void flush()
     {
         core_.drain([&](const peer_address& to, std::span<const std::byte> d) {
-            std::error_code ignored; // a full buffer is loss; DTLS retransmits
-            socket_.send_to(d, to, ignored);
+            std::error_code send_error; // a full buffer is loss; DTLS retransmits
+            socket_.send_to(d, to, send_error);
+            if (!send_error && wire_) wire_(direction::out, socket_, to, d);
         });
     }
 
@@ -78,6 +82,7 @@ private:
 
     core_type core_;
     udp_socket socket_;
+    socket_hook wire_;
 };
 
 } // namespace dtlspp

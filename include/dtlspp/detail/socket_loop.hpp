@@ -11,8 +11,19 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <span>
+
+namespace dtlspp {
+
+// Sees every datagram where it crosses a socket, with the peer's address:
+// what a packet capture (pcap_writer) needs, which the endpoint's
+// trace_hook cannot give (an endpoint knows no addresses).
+using socket_hook =
+    std::function<void(direction, const udp_socket&, const peer_address& peer, std::span<const std::byte>)>;
+
+} // namespace dtlspp
 
 namespace dtlspp::detail {
 
