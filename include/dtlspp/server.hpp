@@ -229,12 +229,15 @@ public:
     template <class Handler = no_handler>
     void shutdown(time_point now, Handler&& handler = {})
     {
-        for (auto& [peer, s] : sessions_) {
-            s->association.close(now);
-            collect(*s);
+        // No structured binding here: clang 14 cannot name one inside the
+        // requires-expression below.
+        for (auto& entry : sessions_) {
+            auto& s = *entry.second;
+            s.association.close(now);
+            collect(s);
             ++counters_.sessions_closed;
             auto f = make_failure(errc::peer_closed, "server shut down");
-            if constexpr (requires { handler.on_close(peer, f); }) handler.on_close(peer, f);
+            if constexpr (requires { handler.on_close(s.peer, f); }) handler.on_close(s.peer, f);
         }
         timers_.clear();
         sessions_.clear();
