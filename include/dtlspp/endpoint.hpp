@@ -32,6 +32,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <utility>
 
@@ -70,7 +71,20 @@ struct endpoint_counters {
 
     std::uint64_t dropped() const noexcept
     {
-        return dropped_malformed + dropped_oversized + dropped_wrong_epoch + dropped_not_open;
+        std::uint64_t total = 0;
+        for_each_drop([&](std::string_view, std::uint64_t n) { total += n; });
+        return total;
+    }
+
+    // Calls f(name, count) for every drop counter, so a report (the echo
+    // server's summary, a log line) lists each reason without naming them.
+    template <class F>
+    void for_each_drop(F&& f) const
+    {
+        f("malformed", dropped_malformed);
+        f("oversized", dropped_oversized);
+        f("wrong_epoch", dropped_wrong_epoch);
+        f("not_open", dropped_not_open);
     }
 };
 
