@@ -8,6 +8,7 @@
 #include "backends.hpp"
 #include "support/harness.hpp"
 
+#include <array>
 #include <random>
 
 using namespace dtlspp;
@@ -51,6 +52,44 @@ bool is_single_whole_client_hello(const bytes& d)
             }
     });
     return hellos == 1 && whole;
+}
+
+// One DTLS 1.2 record as an attacker would forge it: any type, epoch,
+// sequence number and body (RFC 6347 §4.1 header: type, version 254.253,
+// epoch, 48-bit sequence number, length).
+bytes forged_record(std::uint8_t type, std::uint16_t epoch, std::uint64_t sequence, std::span<const std::byte> body)
+{
+    bytes d{std::byte{type}, std::byte{0xfe}, std::byte{0xfd}, std::byte(epoch >> 8), std::byte(epoch & 0xff)};
+    for (int shift = 40; shift >= 0; shift -= 8) d.push_back(std::byte((sequence >> shift) & 0xff));
+    d.push_back(std::byte(body.size() >> 8));
+    d.push_back(std::byte(body.size() & 0xff));
+    d.insert(d.end(), body.begin(), body.end());
+    return d;
+}
+
+// A well-formed plaintext handshake record whose one message is `length`
+// bytes long: over 2^14 it is longer than any plaintext record may be.
+bytes plaintext_handshake_record(std::size_t length, std::uint64_t sequence)
+{
+    bytes body{std::byte{2}, std::byte(length >> 16), std::byte((length >> 8) & 0xff), std::byte(length & 0xff),
+               std::byte{0}, std::byte{1}, std::byte{0}, std::byte{0}, std::byte{0},
+               std::byte(length >> 16), std::byte((length >> 8) & 0xff), std::byte(length & 0xff)};
+    body.resize(body.size() + length, std::byte{1});
+    return forged_record(22, 0, sequence, body);
+}
+
+bytes fatal_alert(std::uint8_t description, std::uint64_t sequence = 40)
+{
+    const std::array<std::byte, 2> body{std::byte{2}, std::byte{description}};
+    return forged_record(21, 0, sequence, body);
+}
+
+// The AEAD nonce + tag of the suite the pair negotiated (RFC 5288 §3,
+// RFC 7905 §2), from its name, independently of the backends' own answer.
+template <class Endpoint>
+std::size_t expected_expansion(const Endpoint& e)
+{
+    return e.cipher_suite().find("CHACHA20") != std::string::npos ? 16 : 24;
 }
 
 } // namespace
@@ -369,4 +408,170 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(every_record_of_a_datagram_is_delivered, Pair, all
     BOOST_TEST(p.client_received[before] == "one");
     BOOST_TEST(p.client_received[before + 1] == "two");
     BOOST_TEST(p.client_received[before + 2] == "three");
+}
+
+// One spoofed datagram used to end an OpenSSL association: a protected
+// record shorter than its AEAD's explicit nonce + tag makes OpenSSL 3.0
+// fail fatally instead of dropping it. No such record reaches a stack now,
+// on any pair, in either direction, whatever its content type.
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_forged_short_protected_record_never_ends_the_association, Pair, all_pairs)
+{
+    auto p = make_pair<Pair>(server_config(), client_config());
+    failure f;
+    BOOST_REQUIRE(p.start(f));
+    p.run_handshake();
+    BOOST_REQUIRE(p.client().is_open());
+    const auto expansion = expected_expansion(p.client());
+
+    std::mt19937 random(11);
+    std::uniform_int_distribution<int> byte(0, 255);
+    std::uint64_t sequence = 100;
+    std::size_t too_short = 0;
+    for (std::uint8_t type : {20, 21, 22, 23}) {
+        for (std::size_t length = 0; length <= 64; ++length) {
+            bytes body(length);
+            for (auto& b : body) b = static_cast<std::byte>(byte(random));
+            const auto d = forged_record(type, 1, sequence++, body);
+            p.inject_to_client(d);
+            p.inject_to_server(d);
+            if (length < expansion) ++too_short;
+            BOOST_REQUIRE_MESSAGE(p.client().is_open(), "client ended by type " << int(type) << " length " << length
+                                                                                << ": " << p.client().last_failure().what());
+            BOOST_REQUIRE_MESSAGE(p.server_side() != nullptr && p.server_side()->is_open(),
+                                  "server ended by type " << int(type) << " length " << length);
+        }
+    }
+    BOOST_TEST(p.client().counters().dropped_bad_length == too_short);
+    BOOST_TEST(p.server_side()->counters().dropped_bad_length == too_short);
+    BOOST_TEST(p.server_failures().empty());
+    BOOST_TEST(p.echo("still open"));
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(records_longer_than_their_epoch_allows_are_dropped, Pair, all_pairs)
+{
+    auto p = make_pair<Pair>(server_config(), client_config());
+    failure f;
+    BOOST_REQUIRE(p.start(f));
+    p.run_handshake();
+    BOOST_REQUIRE(p.client().is_open());
+    const auto expansion = expected_expansion(p.client());
+
+    std::uint64_t sequence = 200;
+    // Protected: anything above 2^14 + the cipher's expansion; plaintext
+    // (epoch 0): anything above 2^14. Heartbeat is never negotiated.
+    for (std::size_t length : {16384 + expansion + 1, std::size_t{16704}, std::size_t{17000}, std::size_t{18432}}) {
+        const bytes body(length, std::byte{0x5a});
+        p.inject_to_client(forged_record(23, 1, sequence++, body));
+        p.inject_to_server(forged_record(22, 1, sequence++, body));
+    }
+    p.inject_to_client(plaintext_handshake_record(16384, sequence++));
+    p.inject_to_client(forged_record(24, 1, sequence++, bytes(40, std::byte{1})));
+    p.inject_to_server(forged_record(24, 0, sequence++, bytes(3, std::byte{1})));
+
+    BOOST_TEST(p.client().counters().dropped_bad_length == 5u);
+    BOOST_TEST(p.client().counters().dropped_unexpected_type == 1u);
+    BOOST_REQUIRE(p.server_side() != nullptr);
+    BOOST_TEST(p.server_side()->counters().dropped_bad_length == 4u);
+    BOOST_TEST(p.server_side()->counters().dropped_unexpected_type == 1u);
+    BOOST_TEST(p.client().is_open());
+    BOOST_TEST(p.echo("still open"));
+}
+
+// A handshake is still open to a forged plaintext record of over 2^14
+// bytes (OpenSSL would answer it with a fatal record_overflow): it is
+// dropped before the stack, and the handshake completes.
+BOOST_AUTO_TEST_CASE_TEMPLATE(an_overlong_plaintext_record_does_not_fail_a_handshake, Pair, all_pairs)
+{
+    auto p = make_pair<Pair>(server_config(), fast(client_config()));
+    bool hold_server = true;
+    p.filter = [&](const wire_event& e) { return e.to_server || !hold_server || e.index <= 1; };
+    failure f;
+    BOOST_REQUIRE(p.start(f));
+    BOOST_REQUIRE(p.client().state() == endpoint_state::handshaking);
+    p.inject_to_client(plaintext_handshake_record(16384, 60));
+    BOOST_TEST(p.client().counters().dropped_bad_length == 1u);
+    hold_server = false;
+    p.run_handshake();
+    BOOST_TEST(p.client().is_open(), p.client().last_failure().what());
+}
+
+namespace {
+
+struct alert_expectation {
+    std::uint8_t description;
+    errc condition;
+};
+
+// The one alert table (detail/alerts.hpp), spelled out: what a peer's fatal
+// alert during the handshake means, whichever stack received it.
+constexpr std::array<alert_expectation, 15> certificate_handshake_alerts{{
+    {0, errc::peer_closed},        // close_notify
+    {10, errc::handshake_failed},  // unexpected_message
+    {20, errc::bad_record},        // bad_record_mac
+    {22, errc::bad_record},        // record_overflow
+    {40, errc::handshake_failed},  // handshake_failure
+    {42, errc::verify_failed},     // bad_certificate
+    {45, errc::verify_failed},     // certificate_expired
+    {48, errc::verify_failed},     // unknown_ca
+    {49, errc::verify_failed},     // access_denied
+    {51, errc::handshake_failed},  // decrypt_error
+    {70, errc::handshake_failed},  // protocol_version
+    {80, errc::handshake_failed},  // internal_error, after the ServerHello
+    {112, errc::verify_failed},    // unrecognized_name
+    {115, errc::psk_mismatch},     // unknown_psk_identity
+    {120, errc::handshake_failed}, // no_application_protocol
+}};
+
+// Runs a handshake until the client has the server's flight and the server
+// waits for the client's (dropped), then hands `alert` to one side.
+template <class Pair>
+void expect_alert_condition(const config& server_cfg, const config& client_cfg, std::uint8_t description,
+                            errc expected)
+{
+    for (bool to_client : {true, false}) {
+        auto p = make_pair<Pair>(server_cfg, client_cfg);
+        // Client datagrams: 1 ClientHello, 2 ClientHello with cookie, 3 its
+        // key exchange flight.
+        p.filter = [](const wire_event& e) { return !e.to_server || e.index <= 2; };
+        failure f;
+        BOOST_REQUIRE(p.start(f));
+        BOOST_REQUIRE(p.client().state() == endpoint_state::handshaking);
+        if (to_client) {
+            p.inject_to_client(fatal_alert(description));
+            BOOST_TEST(p.client().error() == expected,
+                       "client got alert " << int(description) << ": " << p.client().last_failure().what());
+        } else {
+            p.inject_to_server(fatal_alert(description, 10));
+            BOOST_REQUIRE_MESSAGE(!p.server_failures().empty(), "server ignored alert " << int(description));
+            BOOST_TEST(p.server_failures().back().code == expected,
+                       "server got alert " << int(description) << ": " << p.server_failures().back().what());
+        }
+    }
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(each_alert_gives_the_same_condition_on_every_stack, Pair, all_pairs)
+{
+    for (const auto& [description, expected] : certificate_handshake_alerts)
+        expect_alert_condition<Pair>(server_config(), client_config(), description, expected);
+    // During a PSK handshake a peer that cannot decrypt or verify our
+    // Finished holds another key.
+    for (std::uint8_t description : {20, 51})
+        expect_alert_condition<Pair>(psk_config(role::server), psk_config(role::client), description,
+                                     errc::psk_mismatch);
+}
+
+// A server at its session limit answers a verified ClientHello with a fatal
+// internal_error alert before any ServerHello: the client says why at once.
+BOOST_AUTO_TEST_CASE_TEMPLATE(an_internal_error_before_the_server_hello_means_too_many_sessions, Pair, all_pairs)
+{
+    auto p = make_pair<Pair>(server_config(), client_config());
+    // Only the HelloVerifyRequest reaches the client.
+    p.filter = [](const wire_event& e) { return e.to_server || e.index <= 1; };
+    failure f;
+    BOOST_REQUIRE(p.start(f));
+    BOOST_REQUIRE(p.client().state() == endpoint_state::handshaking);
+    p.inject_to_client(fatal_alert(80, 1));
+    BOOST_TEST(p.client().error() == errc::too_many_sessions, p.client().last_failure().what());
 }

@@ -9,8 +9,10 @@
 // The rules that hold on every stack live here, not in the adapters:
 // - the handshake completes or fails with errc::handshake_timeout by
 //   config::handshake_deadline: it never loops;
-// - a datagram that is malformed, oversized or from a wrong epoch is dropped
-//   and counted before the stack sees it, and the association goes on;
+// - a datagram that is malformed, oversized, from a wrong epoch, of a
+//   content type dtlspp never negotiates, or that holds a record whose
+//   length no valid record of its epoch can have is dropped and counted
+//   before the stack sees it, and the association goes on (admit());
 // - a client's ClientHello must fit one datagram (mbedTLS 2.28 servers cannot
 //   reassemble a fragmented one), else errc::mtu_too_small;
 // - counters are computed from the wire (trace.hpp), so they mean the same
@@ -62,6 +64,9 @@ struct endpoint_counters {
     std::uint64_t dropped_oversized = 0;    // larger than any DTLS datagram can be
     std::uint64_t dropped_wrong_epoch = 0;  // epoch other than 0 or 1 (no renegotiation)
     std::uint64_t dropped_not_open = 0;     // arrived after close or failure
+    std::uint64_t dropped_bad_length = 0;   // a protected record shorter than its cipher's nonce + tag, or
+                                            // any record longer than its epoch allows
+    std::uint64_t dropped_unexpected_type = 0; // a content type never negotiated (heartbeat)
     std::uint64_t application_messages_in = 0;
     std::uint64_t application_messages_out = 0;
     std::uint64_t application_bytes_in = 0;
@@ -85,6 +90,8 @@ struct endpoint_counters {
         f("oversized", dropped_oversized);
         f("wrong_epoch", dropped_wrong_epoch);
         f("not_open", dropped_not_open);
+        f("bad_length", dropped_bad_length);
+        f("unexpected_type", dropped_unexpected_type);
     }
 };
 
@@ -92,6 +99,15 @@ struct endpoint_counters {
 // plaintext + 2048 expansion, RFC 6347 §4.1) plus its header. Anything
 // bigger cannot be valid DTLS 1.2 and is dropped as oversized.
 inline constexpr std::size_t max_datagram_in = max_udp_payload_limit + record_header_size;
+
+// Every suite dtlspp offers is an AEAD, so every protected record carries at
+// least the cipher's explicit nonce and tag: 8 + 16 bytes for AES-GCM, 16
+// for ChaCha20-Poly1305 (RFC 5288 §3, RFC 7905 §2). Until a backend can say
+// which suite was negotiated, the larger of the two is the bound.
+inline constexpr std::size_t largest_aead_expansion = 24;
+// RFC 6347 §4.1 / RFC 5246 §6.2.1: a plaintext record carries at most 2^14
+// bytes.
+inline constexpr std::size_t max_plaintext_record = 16384;
 
 // Called with every datagram in and out, e.g. describe_datagram for a
 // capture-like log, or a pcap_writer.
@@ -295,17 +311,42 @@ private:
     }
 
     // The pre-filter: the stack only ever sees well-framed DTLS 1.2 records
-    // of epoch 0 or 1.
+    // of epoch 0 or 1 whose lengths a valid record can have. Why each rule:
+    // - OpenSSL 3.0 fails the whole association, with an alert, on a
+    //   protected record shorter than its AEAD's explicit nonce + tag (the
+    //   TLS AAD control refuses it and tls1_enc() raises SSLfatal instead of
+    //   dropping it; compare openssl/openssl#25290). Anyone who can spoof
+    //   the peer's address could end every association with one datagram,
+    //   so such records never reach any stack;
+    // - a record longer than its epoch allows (2^14 bytes of plaintext, plus
+    //   the cipher's expansion when protected) is one a stack may answer
+    //   with a fatal record_overflow (RFC 5246 §6.2.1-6.2.3) rather than drop;
+    // - heartbeat (RFC 6520) is never negotiated: nothing of that type is
+    //   valid.
+    // A datagram with one such record is dropped whole: a genuine peer
+    // never sends one, and a forged datagram carries nothing of the peer's.
     bool admit(std::span<const std::byte> datagram)
     {
         if (datagram.size() > max_datagram_in) {
             ++counters_.dropped_oversized;
             return false;
         }
+        // With an AEAD a protected record is exactly its plaintext plus the
+        // expansion; with no suite known yet, RFC 6347 §4.1's 2^14 + 2048
+        // bounds TLSCiphertext.length.
+        const std::size_t shortest_protected = minimum_protected_record();
+        const std::size_t largest_expansion = protected_minimum_ != 0 ? protected_minimum_ : 2048;
         bool wrong_epoch = false;
+        bool bad_length = false;
+        bool unexpected_type = false;
         bool change_cipher_spec = false;
         const auto parsed = parse_datagram(datagram, [&](const record_view& r) {
             if (r.epoch > 1) wrong_epoch = true;
+            if (r.type == content_type::heartbeat) unexpected_type = true;
+            const auto length = r.payload.size();
+            if (r.is_encrypted() ? length < shortest_protected || length > max_plaintext_record + largest_expansion
+                                 : length > max_plaintext_record)
+                bad_length = true;
             if (r.type == content_type::change_cipher_spec) change_cipher_spec = true;
         });
         if (!parsed.ok()) {
@@ -316,8 +357,46 @@ private:
             ++counters_.dropped_wrong_epoch;
             return false;
         }
+        if (unexpected_type) {
+            ++counters_.dropped_unexpected_type;
+            return false;
+        }
+        if (bad_length) {
+            ++counters_.dropped_bad_length;
+            return false;
+        }
         if (change_cipher_spec) peer_changed_cipher_ = true;
+        if (state_ == endpoint_state::handshaking && settings().role == role::client)
+            parse_datagram(datagram, [&](const record_view& r) { notice_plaintext(r); });
         return true;
+    }
+
+    // The shortest body a protected record can have with the negotiated
+    // cipher, or the bound for every offered cipher while none is known.
+    std::size_t minimum_protected_record()
+    {
+        if (protected_minimum_ != 0) return protected_minimum_;
+        const std::size_t expansion = session_.record_expansion();
+        if (expansion == 0) return largest_aead_expansion;
+        // The suite cannot change once the association is open (no
+        // renegotiation): ask the stack no more.
+        if (state_ == endpoint_state::open) protected_minimum_ = expansion;
+        return expansion;
+    }
+
+    // What a client learns from the server's plaintext records while it
+    // handshakes: whether a ServerHello came, and whether the server refused
+    // the association at its session limit before sending one (a fatal
+    // internal_error alert in answer to the ClientHello, see server.hpp).
+    void notice_plaintext(const record_view& r)
+    {
+        if (r.is_encrypted()) return;
+        if (r.type == content_type::handshake) {
+            for (const auto& fragment : r.fragments())
+                if (fragment.msg_type == static_cast<std::uint8_t>(handshake_type::server_hello)) seen_server_hello_ = true;
+        } else if (const auto alert = r.alert()) {
+            refused_at_limit_ = !seen_server_hello_ && alert->level == 2 && alert->description == 80;
+        }
     }
 
     void advance_handshake()
@@ -409,6 +488,12 @@ private:
     // keys differ: report it as such on every stack, whichever side noticed.
     void fail_handshake(const failure& f)
     {
+        if (refused_at_limit_ && f.code == errc::handshake_failed) {
+            fail(make_failure(errc::too_many_sessions,
+                              "the server refused the association before its ServerHello (fatal internal_error "
+                              "alert): it is at its session limit; " + f.message));
+            return;
+        }
         if (settings().psk && f.code == errc::bad_record) {
             fail(make_failure(errc::psk_mismatch, f.message + "; during a PSK handshake this means the keys differ"));
             return;
@@ -494,11 +579,14 @@ private:
     time_point handshake_deadline_{};
     std::optional<time_point> session_deadline_;
     std::size_t counted_ = 0;
+    std::size_t protected_minimum_ = 0; // minimum_protected_record(), once known for good
     std::uint32_t next_message_seq_ = 0;
     int highest_seen_ = -1;
     bool sent_change_cipher_ = false;
     bool sent_finished_ = false;
     bool peer_changed_cipher_ = false;
+    bool seen_server_hello_ = false;
+    bool refused_at_limit_ = false;
 };
 
 } // namespace dtlspp

@@ -29,6 +29,7 @@
 // | s.close(io)                   | void                            | queue close_notify                             |
 // | s.last_failure()              | const failure&                  | after failed: condition + the stack's text     |
 // | s.max_record_payload()        | std::size_t                     | largest write that fits one datagram           |
+// | s.record_expansion()          | std::size_t                     | bytes the negotiated cipher adds to a record body (AEAD nonce + tag); 0 while unknown |
 // | s.cipher_suite()              | std::string                     | negotiated suite (IANA name where known)       |
 #pragma once
 
@@ -148,6 +149,7 @@ concept backend =
         { s.close(io) };
         { cs.last_failure() } -> std::same_as<const failure&>;
         { cs.max_record_payload() } -> std::convertible_to<std::size_t>;
+        { cs.record_expansion() } -> std::convertible_to<std::size_t>;
         { cs.cipher_suite() } -> std::convertible_to<std::string>;
     };
 

@@ -574,6 +574,17 @@ public:
         return payload > 0 ? static_cast<std::size_t>(payload) : 0;
     }
 
+    // mbedtls_ssl_get_record_expansion() counts the record header plus the
+    // outgoing transform's expansion, or the header alone while no
+    // transform is active (ssl_msg.c); with AEAD suites the incoming
+    // transform expands alike.
+    std::size_t record_expansion() const
+    {
+        const int with_header = mbedtls_ssl_get_record_expansion(&state_->ssl);
+        constexpr int header = 13; // the DTLS 1.2 record header (RFC 6347 §4.1); no CID is negotiated
+        return with_header > header ? static_cast<std::size_t>(with_header - header) : 0;
+    }
+
     std::string cipher_suite() const
     {
         const char* name = mbedtls_ssl_get_ciphersuite(&state_->ssl);

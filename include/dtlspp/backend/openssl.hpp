@@ -221,6 +221,23 @@ struct openssl_backend {
             return n;
         }
 
+        // The AEAD's explicit nonce + tag (RFC 5288 §3: AES-GCM carries an
+        // 8-byte explicit nonce and a 16-byte tag; RFC 7905 §2:
+        // ChaCha20-Poly1305 a 16-byte tag only). OpenSSL has no public call
+        // for a cipher's record overhead, so it is read off the cipher's
+        // NID; 0 before a suite is chosen, or for a suite dtlspp never offers.
+        std::size_t record_expansion() const
+        {
+            const SSL_CIPHER* cipher = chosen_cipher();
+            if (cipher == nullptr) return 0;
+            switch (SSL_CIPHER_get_cipher_nid(cipher)) {
+            case NID_aes_128_gcm:
+            case NID_aes_256_gcm: return 8 + 16;
+            case NID_chacha20_poly1305: return 16;
+            default: return 0;
+            }
+        }
+
         std::string cipher_suite() const
         {
             const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl_.get());
@@ -263,7 +280,8 @@ struct openssl_backend {
             // (SSL_AD_REASON_OFFSET).
             if (reason >= SSL_AD_REASON_OFFSET && reason < SSL_AD_REASON_OFFSET + 256) {
                 const auto description = static_cast<std::uint8_t>(reason - SSL_AD_REASON_OFFSET);
-                return make_failure(detail::condition_for_alert(description), "alert from peer: " + text);
+                return make_failure(detail::condition_for_alert(description, negotiating_psk_suite()),
+                                    "alert from peer: " + text);
             }
             if (reason == SSL_R_PSK_IDENTITY_NOT_FOUND)
                 return make_failure(errc::psk_mismatch, "unknown PSK identity (" + text + ")");
@@ -274,6 +292,23 @@ struct openssl_backend {
             if (SSL_is_init_finished(ssl_.get()) == 0)
                 return make_failure(errc::handshake_failed, text.empty() ? "SSL error " + std::to_string(ssl_error) : text);
             return make_failure(errc::internal, text.empty() ? "SSL error " + std::to_string(ssl_error) : text);
+        }
+
+        // Whether the suite chosen so far authenticates with a PSK (plain
+        // PSK and ECDHE-PSK both report NID_auth_psk).
+        bool negotiating_psk_suite() const
+        {
+            const SSL_CIPHER* cipher = chosen_cipher();
+            return cipher != nullptr && SSL_CIPHER_get_auth_nid(cipher) == NID_auth_psk;
+        }
+
+        // The suite of this association. During the handshake a server has
+        // chosen it (SSL_get_pending_cipher) before the session records it
+        // (SSL_get_current_cipher stays null until then).
+        const SSL_CIPHER* chosen_cipher() const
+        {
+            if (const SSL_CIPHER* current = SSL_get_current_cipher(ssl_.get())) return current;
+            return SSL_get_pending_cipher(ssl_.get());
         }
 
         std::shared_ptr<context> context_; // keeps the SSL_CTX alive

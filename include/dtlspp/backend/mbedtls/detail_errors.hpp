@@ -7,6 +7,8 @@
 // is what tells a human which certificate or setting is wrong.
 #pragma once
 
+#include <dtlspp/detail/alerts.hpp>
+#include <dtlspp/detail/trace_names.hpp>
 #include <dtlspp/error.hpp>
 
 #include <mbedtls/error.h>
@@ -56,65 +58,6 @@ inline std::string verify_text(std::uint32_t flags)
     return joined;
 }
 
-// RFC 5246 §7.2 alert descriptions, spelled as in the RFC so a message can
-// be matched against a packet capture.
-inline std::string_view alert_name(int description)
-{
-    switch (description) {
-    case MBEDTLS_SSL_ALERT_MSG_CLOSE_NOTIFY: return "close_notify";
-    case MBEDTLS_SSL_ALERT_MSG_UNEXPECTED_MESSAGE: return "unexpected_message";
-    case MBEDTLS_SSL_ALERT_MSG_BAD_RECORD_MAC: return "bad_record_mac";
-    case MBEDTLS_SSL_ALERT_MSG_DECRYPTION_FAILED: return "decryption_failed";
-    case MBEDTLS_SSL_ALERT_MSG_RECORD_OVERFLOW: return "record_overflow";
-    case MBEDTLS_SSL_ALERT_MSG_DECOMPRESSION_FAILURE: return "decompression_failure";
-    case MBEDTLS_SSL_ALERT_MSG_HANDSHAKE_FAILURE: return "handshake_failure";
-    case MBEDTLS_SSL_ALERT_MSG_NO_CERT: return "no_certificate";
-    case MBEDTLS_SSL_ALERT_MSG_BAD_CERT: return "bad_certificate";
-    case MBEDTLS_SSL_ALERT_MSG_UNSUPPORTED_CERT: return "unsupported_certificate";
-    case MBEDTLS_SSL_ALERT_MSG_CERT_REVOKED: return "certificate_revoked";
-    case MBEDTLS_SSL_ALERT_MSG_CERT_EXPIRED: return "certificate_expired";
-    case MBEDTLS_SSL_ALERT_MSG_CERT_UNKNOWN: return "certificate_unknown";
-    case MBEDTLS_SSL_ALERT_MSG_ILLEGAL_PARAMETER: return "illegal_parameter";
-    case MBEDTLS_SSL_ALERT_MSG_UNKNOWN_CA: return "unknown_ca";
-    case MBEDTLS_SSL_ALERT_MSG_ACCESS_DENIED: return "access_denied";
-    case MBEDTLS_SSL_ALERT_MSG_DECODE_ERROR: return "decode_error";
-    case MBEDTLS_SSL_ALERT_MSG_DECRYPT_ERROR: return "decrypt_error";
-    case MBEDTLS_SSL_ALERT_MSG_EXPORT_RESTRICTION: return "export_restriction";
-    case MBEDTLS_SSL_ALERT_MSG_PROTOCOL_VERSION: return "protocol_version";
-    case MBEDTLS_SSL_ALERT_MSG_INSUFFICIENT_SECURITY: return "insufficient_security";
-    case MBEDTLS_SSL_ALERT_MSG_INTERNAL_ERROR: return "internal_error";
-    case MBEDTLS_SSL_ALERT_MSG_INAPROPRIATE_FALLBACK: return "inappropriate_fallback";
-    case MBEDTLS_SSL_ALERT_MSG_USER_CANCELED: return "user_canceled";
-    case MBEDTLS_SSL_ALERT_MSG_NO_RENEGOTIATION: return "no_renegotiation";
-    case MBEDTLS_SSL_ALERT_MSG_UNSUPPORTED_EXT: return "unsupported_extension";
-    case MBEDTLS_SSL_ALERT_MSG_UNRECOGNIZED_NAME: return "unrecognized_name";
-    case MBEDTLS_SSL_ALERT_MSG_UNKNOWN_PSK_IDENTITY: return "unknown_psk_identity";
-    case MBEDTLS_SSL_ALERT_MSG_NO_APPLICATION_PROTOCOL: return "no_application_protocol";
-    }
-    return "unknown alert";
-}
-
-// What the peer's fatal alert says about the cause. `psk_suite`: the suite
-// being negotiated uses a PSK, so bad_record_mac means the keys differ (the
-// peer could not decrypt our Finished, RFC 4279 §2 derives every key from
-// the PSK).
-inline errc alert_condition(int description, bool psk_suite)
-{
-    switch (description) {
-    case MBEDTLS_SSL_ALERT_MSG_BAD_CERT:
-    case MBEDTLS_SSL_ALERT_MSG_UNSUPPORTED_CERT:
-    case MBEDTLS_SSL_ALERT_MSG_CERT_REVOKED:
-    case MBEDTLS_SSL_ALERT_MSG_CERT_EXPIRED:
-    case MBEDTLS_SSL_ALERT_MSG_CERT_UNKNOWN:
-    case MBEDTLS_SSL_ALERT_MSG_UNKNOWN_CA:
-    case MBEDTLS_SSL_ALERT_MSG_ACCESS_DENIED: return errc::verify_failed;
-    case MBEDTLS_SSL_ALERT_MSG_UNKNOWN_PSK_IDENTITY: return errc::psk_mismatch;
-    case MBEDTLS_SSL_ALERT_MSG_BAD_RECORD_MAC:
-    case MBEDTLS_SSL_ALERT_MSG_DECRYPT_ERROR: return psk_suite ? errc::psk_mismatch : errc::handshake_failed;
-    }
-    return errc::handshake_failed;
-}
-
 // Everything the mapping needs to know about the context that failed.
 struct failure_facts {
     int code = 0;                   // the mbedTLS return value
@@ -142,8 +85,9 @@ inline failure map_failure(const failure_facts& facts)
         return make_failure(errc::handshake_timeout,
                             "mbedTLS: " + text + "; the retransmission timer reached max_retransmission_timeout");
     case MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE: {
-        const auto name = alert_name(facts.alert);
-        return make_failure(alert_condition(facts.alert, facts.psk_suite),
+        const auto description = static_cast<std::uint8_t>(facts.alert);
+        const auto name = detail::alert_description_name_of(description);
+        return make_failure(detail::condition_for_alert(description, facts.psk_suite),
                             "the peer sent a fatal " + std::string(name) + " alert (" + std::to_string(facts.alert) +
                                 "); mbedTLS: " + text);
     }
