@@ -327,3 +327,54 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(socket_hooks_see_every_datagram_with_its_peer, Bac
     BOOST_TEST(at_server.bytes == at_client.bytes);
     BOOST_TEST(at_server.count(direction::in) == srv.server().core().counters().datagrams_in);
 }
+
+namespace {
+
+// A loopback address where nothing listens: a port the system just handed
+// out and that is free again.
+peer_address closed_port(const std::string& loopback)
+{
+    auto probe = udp_socket::bind(peer_address::parse(loopback));
+    return probe.local_address();
+}
+
+} // namespace
+
+// A client to a closed port is told so by the network (ICMP port
+// unreachable on its connected socket) and fails at once, as
+// `openssl s_client` does, rather than after its whole handshake deadline.
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_client_to_a_closed_port_fails_at_once_with_peer_unreachable, Backend, all_backends)
+{
+    for (const std::string loopback : {"127.0.0.1:0", "[::1]:0"}) {
+        auto client_cfg = client_config();
+        client_cfg.handshake_deadline = 10s;
+        failure f;
+        const auto started = clock::now();
+        auto c = client<Backend>::connect(client_cfg, closed_port(loopback), f);
+        const auto elapsed = clock::now() - started;
+        BOOST_TEST(!c);
+        BOOST_TEST((f.code == errc::peer_unreachable), loopback << ": " << f.what());
+        BOOST_TEST(f.message.find("no DTLS server at") != std::string::npos, f.message);
+        BOOST_TEST(elapsed < client_cfg.handshake_deadline / 2);
+    }
+}
+
+// A server that goes away without a close_notify (a crash, a stopped
+// process): the client's next exchange learns it from the network.
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_server_that_vanished_is_reported_as_peer_unreachable, Backend, all_backends)
+{
+    std::optional<echo_server_thread<Backend>> srv;
+    srv.emplace(server_config(), "127.0.0.1:0");
+    BOOST_REQUIRE_MESSAGE(srv->started(), srv->bind_failure().what());
+    failure f;
+    auto c = client<Backend>::connect(client_config(), srv->address(), f);
+    BOOST_REQUIRE_MESSAGE(c, f.what());
+    std::error_code ec;
+    BOOST_REQUIRE_EQUAL(echo(*c, "before", ec), "before");
+    srv.reset(); // stops its thread and closes its socket, sending nothing
+
+    std::string reply = echo(*c, "anyone there?", ec);
+    if (!ec) reply = echo(*c, "anyone there?", ec); // the ICMP error may follow the first send
+    BOOST_TEST(reply.empty());
+    BOOST_TEST((ec == errc::peer_unreachable), ec.message());
+}

@@ -34,6 +34,14 @@ public:
             f = {ec, "cannot open a UDP socket for " + server.to_string()};
             return std::nullopt;
         }
+        // Connected, so the ICMP port unreachable of a closed port reaches
+        // us and the handshake fails at once (errc::peer_unreachable), as
+        // `openssl s_client` does, instead of after handshake_deadline.
+        socket.connect(server, ec);
+        if (ec) {
+            f = {ec, "cannot connect a UDP socket to " + server.to_string()};
+            return std::nullopt;
+        }
         auto ctx = Backend::make_context(c, f);
         if (!ctx) return std::nullopt;
         auto e = endpoint_type::connect(std::move(ctx), clock::now(), f, std::move(trace));
@@ -43,7 +51,7 @@ public:
         while (!ec && result.association_.state() == endpoint_state::handshaking)
             result.wait_and_process(std::chrono::milliseconds(1000), ec);
         if (ec) {
-            f = {ec, "socket error during the handshake with " + server.to_string()};
+            f = describe_socket_error(ec, server);
             return std::nullopt;
         }
         if (!result.association_.is_open()) {
@@ -57,6 +65,7 @@ public:
     {
         association_.send(data, clock::now(), ec);
         if (!ec) flush(ec);
+        if (ec) ec = describe_socket_error(ec, server_).code;
     }
 
     // Waits up to `timeout` for one message; copies it into `buffer` and
@@ -77,7 +86,10 @@ public:
             wait_and_process(std::chrono::duration_cast<std::chrono::milliseconds>(give_up - now) +
                                  std::chrono::milliseconds(1),
                              ec);
-            if (ec) return std::nullopt;
+            if (ec) {
+                ec = describe_socket_error(ec, server_).code;
+                return std::nullopt;
+            }
         }
         auto& message = inbox_.front();
         const auto n = std::min(message.size(), buffer.size());
@@ -102,6 +114,19 @@ private:
         : socket_(std::move(socket)), server_(std::move(server)), association_(std::move(association)),
           wire_(std::move(wire))
     {
+    }
+
+    // The network's word that nothing listens at the server's address
+    // (ICMP port, host or network unreachable, reported on the connected
+    // socket) becomes errc::peer_unreachable; other socket errors stay.
+    static failure describe_socket_error(const std::error_code& ec, const peer_address& server)
+    {
+        if (ec == std::errc::connection_refused || ec == std::errc::host_unreachable ||
+            ec == std::errc::network_unreachable)
+            return make_failure(errc::peer_unreachable,
+                                "no DTLS server at " + server.to_string() + ": " + ec.message() + " (ICMP)");
+        if (ec.category() == error_category()) return {ec, {}};
+        return {ec, "socket error with " + server.to_string() + ": " + ec.message()};
     }
 
     void flush(std::error_code& ec)

@@ -29,6 +29,8 @@ enum class errc {
     // Server.
     too_many_sessions,    // the server's session limit was reached
     idle_timeout,         // the association was idle longer than allowed
+    // Transport.
+    peer_unreachable,     // the network reported that nothing listens at the peer's address (ICMP)
     // Anything the backend reported that has no better condition.
     internal,
 };
@@ -54,6 +56,7 @@ public:
         case errc::message_too_large: return "message larger than one record";
         case errc::too_many_sessions: return "too many sessions";
         case errc::idle_timeout: return "idle timeout";
+        case errc::peer_unreachable: return "peer unreachable";
         case errc::internal: return "internal error in the DTLS stack";
         }
         return "unknown dtlspp error";

@@ -39,7 +39,8 @@ inline std::chrono::milliseconds wait_time(std::optional<time_point> deadline, s
 // most `batch`) to on_datagram(from, bytes). A batch bound keeps one busy
 // peer from starving timers. A datagram larger than the buffer arrives cut
 // short: one byte more than any valid DTLS datagram, so the endpoint drops
-// and counts it as oversized. Returns false on a socket error (in ec).
+// and counts it as oversized. Returns false when waiting failed; an error
+// the socket reported on receive is left in ec after the batch.
 template <class OnDatagram>
 bool receive_batch(udp_socket& socket, std::chrono::milliseconds wait, int batch, std::error_code& ec,
                    OnDatagram&& on_datagram)
@@ -50,7 +51,12 @@ bool receive_batch(udp_socket& socket, std::chrono::milliseconds wait, int batch
         peer_address from;
         std::error_code receive_error;
         auto n = socket.receive_from(buffer, from, receive_error);
-        if (!n) break;
+        if (!n) {
+            // Nothing more queued, or an error the socket holds (on a
+            // connected socket: the peer's ICMP unreachable).
+            if (receive_error) ec = receive_error;
+            break;
+        }
         on_datagram(from, std::span<const std::byte>(buffer.data(), *n));
     }
     return true;

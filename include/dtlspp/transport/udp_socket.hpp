@@ -147,6 +147,24 @@ public:
         return socket;
     }
 
+    // Connects the socket to one peer (a UDP connect sends nothing): only
+    // that peer's datagrams are received, and an ICMP error about it (no
+    // one listening: std::errc::connection_refused) is reported by the next
+    // send_to or receive_from, at once, instead of leaving a client to wait
+    // for its deadline. Calls connect(2).
+    void connect(const peer_address& peer, std::error_code& error) {
+        if (!check_open(error)) {
+            return;
+        }
+        detail::connect_native(handle_, peer.native_address(), peer.native_address_length(), error);
+    }
+
+    void connect(const peer_address& peer) {
+        std::error_code error;
+        connect(peer, error);
+        detail::throw_if(error, "udp_socket::connect");
+    }
+
     bool is_open() const noexcept { return handle_ != detail::invalid_native_socket; }
 
     address_family family() const noexcept { return family_; }

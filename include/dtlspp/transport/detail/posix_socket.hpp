@@ -105,6 +105,20 @@ inline bool bind_native(native_socket socket, const sockaddr* address, native_le
     return true;
 }
 
+// Fixes the socket's peer: the kernel then drops datagrams from any other
+// address, and reports an ICMP error about this peer (port unreachable:
+// ECONNREFUSED) on the next send or receive, where an unconnected socket
+// never hears of it (udp(7)).
+inline bool connect_native(native_socket socket, const sockaddr* address, native_length length,
+                           std::error_code& error) noexcept {
+    error.clear();
+    if (::connect(socket, address, length) != 0) {
+        error = last_socket_error();
+        return false;
+    }
+    return true;
+}
+
 inline bool query_local_name(native_socket socket, sockaddr_storage& address, native_length& length,
                              std::error_code& error) noexcept {
     error.clear();
