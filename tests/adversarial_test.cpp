@@ -128,6 +128,10 @@ void check_completes_or_refused(P& p)
     BOOST_TEST((p.client().error() == errc::handshake_failed), p.client().last_failure().what());
     for (const auto& f : p.server_failures())
         BOOST_TEST((f.code == errc::handshake_failed || f.code == errc::peer_closed), f.what());
+    // And the server learns at once too, from the client's alert or its own
+    // refusal, rather than holding a handshake open until its deadline.
+    p.run_until([&] { return p.srv().session_count() == 0; }, 1s);
+    BOOST_TEST(p.srv().session_count() == 0u, "the server still waits: the refusal sent it no alert");
 }
 
 // Holds every datagram both pipes carry and hands each to a rewrite
