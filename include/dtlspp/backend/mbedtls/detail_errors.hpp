@@ -110,7 +110,21 @@ inline failure map_failure(const failure_facts& facts)
         return make_failure(errc::handshake_failed, "mbedTLS: " + text + "; dtlspp speaks DTLS 1.2 only");
     case MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY:
         return make_failure(errc::peer_closed, "mbedTLS: " + text);
+    // Faults of this side, whatever the peer sent.
+    case MBEDTLS_ERR_SSL_ALLOC_FAILED:
+    case MBEDTLS_ERR_SSL_INTERNAL_ERROR:
+    case MBEDTLS_ERR_SSL_BAD_INPUT_DATA:
+    case MBEDTLS_ERR_SSL_BUFFER_TOO_SMALL:
+    case MBEDTLS_ERR_SSL_FEATURE_UNAVAILABLE:
+    case MBEDTLS_ERR_SSL_HW_ACCEL_FAILED:
+        return make_failure(errc::internal, "mbedTLS: " + text);
     }
+    // Any other error during the handshake is mbedTLS refusing a message the
+    // peer (or someone on the path) sent: MBEDTLS_ERR_SSL_UNEXPECTED_MESSAGE,
+    // MBEDTLS_ERR_SSL_BAD_HS_* for a message it could not parse. OpenSSL's
+    // unexpected_message and decode_error give handshake_failed; so must
+    // these, on the side that refused as on the side that gets its alert.
+    if (facts.handshaking) return make_failure(errc::handshake_failed, "mbedTLS: " + text);
     return make_failure(errc::internal, "mbedTLS: " + text);
 }
 
