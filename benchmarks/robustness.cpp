@@ -10,7 +10,7 @@
 // - forged: random records framed as epoch 1 sent from an open
 //   association's own address and port; teardowns and drop counters.
 //
-// Usage: robustness [--seeds N] [--concurrency N] [--flood N] [--forged N]
+// Usage: robustness [--seeds N] [--spacing MS] [--concurrency N] [--flood N] [--forged N]
 //                   [--only matrix|flood|forged] [--data FILE]
 #include "common.hpp"
 #include "relay.hpp"
@@ -47,7 +47,10 @@ constexpr auto hang_margin = 2000ms;
 
 struct options {
     int seeds = 100;
-    int concurrency = 50;
+    // Handshakes start one every `spacing` (an open-loop arrival rate that
+    // keeps the cores from queueing them), at most `concurrency` at once.
+    std::chrono::milliseconds spacing{25};
+    int concurrency = 100;
     int flood = 100000;
     int forged = 10000;
     std::string only;
@@ -82,6 +85,15 @@ std::string tally(const std::map<std::string, int>& counts)
     std::string s;
     for (const auto& [name, n] : counts) s += (s.empty() ? "" : ", ") + name + " ×" + std::to_string(n);
     return s;
+}
+
+// This process's resident set, in KiB (VmRSS in /proc/self/status).
+long rss_kib()
+{
+    std::ifstream status("/proc/self/status");
+    for (std::string line; std::getline(status, line);)
+        if (line.rfind("VmRSS:", 0) == 0) return std::atol(line.c_str() + 6);
+    return -1;
 }
 
 // Nearest-rank percentile of sorted values.
@@ -244,9 +256,10 @@ cell_result run_cell(const profile& p, std::uint64_t profile_index, const std::s
 
     while (next_seed < o.seeds || !active.empty()) {
         auto now = dtlspp::clock::now();
-        // Starts are spread 3 ms apart so the first flights of many
-        // handshakes do not all want a core at once.
-        if (next_seed < o.seeds && static_cast<int>(active.size()) < o.concurrency && now - last_start >= 3ms) {
+        // Starts are spread `spacing` apart so that handshakes do not
+        // queue for a core: a queued handshake misses its 100 ms timer and
+        // retransmits for nothing.
+        if (next_seed < o.seeds && static_cast<int>(active.size()) < o.concurrency && now - last_start >= o.spacing) {
             auto a = std::make_unique<attempt>();
             a->seed = next_seed++;
             std::error_code ec;
@@ -270,7 +283,8 @@ cell_result run_cell(const profile& p, std::uint64_t profile_index, const std::s
         for (auto& a : active)
             if (auto d = a->association->next_deadline()) due = due ? std::min(*due, *d) : *d;
         auto wait = 5ms;
-        if (next_seed < o.seeds && static_cast<int>(active.size()) < o.concurrency) wait = 3ms;
+        if (next_seed < o.seeds && static_cast<int>(active.size()) < o.concurrency)
+            wait = std::clamp(std::chrono::ceil<std::chrono::milliseconds>(last_start + o.spacing - now), 0ms, wait);
         if (due) wait = std::clamp(std::chrono::ceil<std::chrono::milliseconds>(*due - now), 0ms, wait);
 
         fds.clear();
@@ -325,7 +339,16 @@ cell_result run_cell(const profile& p, std::uint64_t profile_index, const std::s
             }
         }
     }
-    // Let the relay forget the last flows before it goes away.
+    // The last close_notify messages still have to pass the relay; the
+    // server counts those associations as ended once they arrive.
+    const auto linger_until = dtlspp::clock::now() + 1000ms;
+    while (relay.flow_count() > 0 && dtlspp::clock::now() < linger_until) {
+        fds.clear();
+        relay.add_poll_fds(fds);
+        ::poll(fds.data(), fds.size(), 5);
+        relay.service(fds, dtlspp::clock::now());
+    }
+    std::this_thread::sleep_for(20ms); // for the server thread to read them
     server.stop();
     std::sort(r.completed_ms.begin(), r.completed_ms.end());
     r.relay = relay.counters();
@@ -338,8 +361,9 @@ cell_result run_cell(const profile& p, std::uint64_t profile_index, const std::s
 void print_matrix(const std::vector<cell_result>& cells, const options& o)
 {
     heading("Handshakes through the impairing relay");
-    note(std::to_string(o.seeds) + " seeds per cell, up to " + std::to_string(o.concurrency) +
-         " handshakes at once; timers: initial retransmission timeout 100 ms doubling to 1600 ms, handshake "
+    note(std::to_string(o.seeds) + " seeds per cell, one handshake started every " +
+         std::to_string(o.spacing.count()) + " ms, up to " + std::to_string(o.concurrency) +
+         " at once; timers: initial retransmission timeout 100 ms doubling to 1600 ms, handshake "
          "deadline 10 s. Times from the client's first ClientHello to its handshake completing.\n");
     table t({"profile", "client→server", "completed", "p50 ms", "p99 ms", "max ms", "client failures",
              "slowest failure s", "server ends", "relay to server: fwd/drop/clamp/dup/held",
@@ -442,6 +466,8 @@ struct flood_result {
     std::uint64_t replies = 0;
     std::uint64_t reply_bytes = 0;
     double seconds = 0;
+    long rss_before_kib = 0;
+    long rss_after_kib = 0;
     dtlspp::server_counters server;
     std::vector<legit_result> before;
     std::vector<legit_result> during;
@@ -533,6 +559,7 @@ flood_result run_flood(const options& o)
             }
         }
     };
+    r.rss_before_kib = rss_kib();
     const auto started = wall();
     std::vector<std::byte> hello;
     std::uint64_t expected = 0; // replies the kinds sent so far should draw
@@ -559,6 +586,7 @@ flood_result run_flood(const options& o)
     }
     for (int i = 0; i < 50; ++i) drain_replies(10);
     r.seconds = wall() - started;
+    r.rss_after_kib = rss_kib();
     flooding = false;
     legit.join();
     server.stop();
@@ -583,7 +611,7 @@ void print_flood(const std::vector<flood_result>& floods)
     table t({"server", "ClientHellos sent", "seconds", "HelloVerifyRequests sent", "replies received",
              "bytes out / bytes in", "sessions created", "legitimate handshakes completed",
              "sessions from the flood", "legit p50 / max ms before", "legit p50 / max ms during",
-             "legit failures during"});
+             "legit failures during", "process RSS KiB before → after"});
     for (const auto& f : floods) {
         std::vector<double> before, during;
         std::map<std::string, int> failures;
@@ -603,7 +631,8 @@ void print_flood(const std::vector<flood_result>& floods)
                std::to_string(f.replies), ratio(static_cast<double>(f.reply_bytes), static_cast<double>(f.sent_bytes)),
                std::to_string(created), std::to_string(legit),
                std::to_string(created > legit ? created - legit : 0), p50max(before),
-               p50max(during) + " (" + std::to_string(during.size()) + " runs)", tally(failures)});
+               p50max(during) + " (" + std::to_string(during.size()) + " runs)", tally(failures),
+               std::to_string(f.rss_before_kib) + " → " + std::to_string(f.rss_after_kib)});
     }
     note("\nThe legitimate clients (dtlspp::client, openssl and mbedtls in turn) use the matrix timers. "
          "'sessions from the flood' = sessions created − legitimate handshakes completed.");
@@ -624,6 +653,8 @@ struct forged_result {
     int probes_answered = 0;
     bool reconnect_failed = false;
     double seconds = 0;
+    long rss_before_kib = 0;
+    long rss_after_kib = 0;
 };
 
 std::string type_name(std::uint8_t t)
@@ -725,6 +756,7 @@ forged_result run_forged(const std::string& pair, const options& o)
         return r;
     }
 
+    r.rss_before_kib = rss_kib();
     dtlspp::detail::random_stream random(0x5eed);
     const std::uint8_t types[] = {23, 22, 21, 20};
     const int probe_every = std::max(1, o.forged / 20);
@@ -778,6 +810,7 @@ forged_result run_forged(const std::string& pair, const options& o)
         }
     }
     if (auto* e = server->core().find(client_address)) add_counters(e->counters());
+    r.rss_after_kib = rss_kib();
     r.seconds = wall() - started;
     return r;
 }
@@ -790,14 +823,15 @@ void print_forged(const std::vector<forged_result>& all)
          "length field that disagrees with the bytes sent), one datagram each, into an open association. After "
          "a teardown the client connects again and the flood goes on.\n");
     table t({"client→server", "forged", "teardowns", "teardowns by record", "server's error", "dropped by dtlspp "
-             "before the stack", "datagrams in (server side)", "echo probes answered", "seconds"});
+             "before the stack", "datagrams in (server side)", "echo probes answered", "process RSS KiB before → after", "seconds"});
     for (const auto& r : all) {
         std::string drops;
         for (const auto& [name, n] : r.drops) drops += (drops.empty() ? "" : ", ") + name + " " + std::to_string(n);
         std::map<std::string, int> kinds(r.teardown_by_kind.begin(), r.teardown_by_kind.end());
         t.row({r.pair, std::to_string(r.sent), std::to_string(r.teardowns) + (r.reconnect_failed ? " (reconnect failed)" : ""),
                tally(kinds), tally(r.teardown_reasons), drops, std::to_string(r.datagrams_in),
-               std::to_string(r.probes_answered) + "/" + std::to_string(r.probes), fmt(r.seconds, 1)});
+               std::to_string(r.probes_answered) + "/" + std::to_string(r.probes),
+               std::to_string(r.rss_before_kib) + " → " + std::to_string(r.rss_after_kib), fmt(r.seconds, 1)});
     }
 }
 
@@ -825,13 +859,14 @@ int main(int argc, char** argv)
         };
         if (a == "--seeds") o.seeds = std::stoi(value());
         else if (a == "--concurrency") o.concurrency = std::max(1, std::stoi(value()));
+        else if (a == "--spacing") o.spacing = std::chrono::milliseconds(std::max(0, std::stoi(value())));
         else if (a == "--flood") o.flood = std::stoi(value());
         else if (a == "--forged") o.forged = std::stoi(value());
         else if (a == "--only") o.only = value();
         else if (a == "--data") o.data_file = value();
         else {
             std::fprintf(stderr,
-                         "usage: robustness [--seeds N] [--concurrency N] [--flood N] [--forged N] "
+                         "usage: robustness [--seeds N] [--spacing MS] [--concurrency N] [--flood N] [--forged N] "
                          "[--only matrix|flood|forged] [--data FILE]\n");
             return 2;
         }
