@@ -121,9 +121,14 @@ struct recording_handler {
     std::vector<std::vector<std::byte>> data;
     std::size_t opened = 0;
     std::size_t closed = 0;
+    failure last_close; // why the server last ended an association
     void on_open(const peer_address&) { ++opened; }
     void on_data(const peer_address&, std::span<const std::byte> d) { data.emplace_back(d.begin(), d.end()); }
-    void on_close(const peer_address&, const failure&) { ++closed; }
+    void on_close(const peer_address&, const failure& f)
+    {
+        ++closed;
+        last_close = f;
+    }
 };
 
 // A client endpoint and a server<Backend> joined in memory, moved one flight

@@ -83,7 +83,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
 
     const auto* association = test_server ? pair.server_side() : &pair.client();
-    if (!association) finding("the server forgot an association the peer never ended");
+    if (!association)
+        finding("the server ended an association the peer never ended: " + pair.handler.last_close.what());
     if (!association->is_open())
         finding(std::string("the association is ") + std::string(to_string(association->state())) +
                 " after datagrams that carry no key: " + association->last_failure().what());
