@@ -214,6 +214,8 @@ private:
 
     void mutate_bytes(std::vector<std::uint8_t>& bytes, std::size_t limit)
     {
+        // LLVMFuzzerMutate needs something to mutate.
+        if (bytes.empty()) bytes.push_back(static_cast<std::uint8_t>(random_()));
         const auto size = bytes.size();
         const auto max_size = std::max<std::size_t>(limit, size);
         bytes.resize(max_size);
