@@ -335,7 +335,8 @@ inline std::size_t mutate(std::uint8_t* data, std::size_t size, std::size_t max_
         if (mutator.mutate(input)) {
             const auto out = join_input(input);
             if (out.size() <= max_size) {
-                std::memcpy(data, out.data(), out.size());
+                // out.data() may be null when out is empty: memcpy must not see it.
+                if (!out.empty()) std::memcpy(data, out.data(), out.size());
                 return out.size();
             }
         }
@@ -351,7 +352,7 @@ inline std::size_t cross_over(const std::uint8_t* data1, std::size_t size1, cons
     const auto joined = join_input(mutator.cross_over(split_input({data1, size1}, prefix_size),
                                                       split_input({data2, size2}, prefix_size)));
     const auto size = std::min(joined.size(), max_out_size);
-    std::memcpy(out, joined.data(), size);
+    if (size != 0) std::memcpy(out, joined.data(), size);
     return size;
 }
 
