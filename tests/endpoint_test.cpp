@@ -503,12 +503,14 @@ struct alert_expectation {
 };
 
 // The one alert table (detail/alerts.hpp), spelled out: what a peer's fatal
-// alert during the handshake means, whichever stack received it.
+// alert during the handshake means, whichever stack received it. (Once open,
+// bad_record_mac and record_overflow are errc::bad_record; during a
+// handshake they mean the keys differ.)
 constexpr std::array<alert_expectation, 15> certificate_handshake_alerts{{
     {0, errc::peer_closed},        // close_notify
     {10, errc::handshake_failed},  // unexpected_message
-    {20, errc::bad_record},        // bad_record_mac
-    {22, errc::bad_record},        // record_overflow
+    {20, errc::handshake_failed},  // bad_record_mac: the keys differ
+    {22, errc::handshake_failed},  // record_overflow
     {40, errc::handshake_failed},  // handshake_failure
     {42, errc::verify_failed},     // bad_certificate
     {45, errc::verify_failed},     // certificate_expired

@@ -108,6 +108,13 @@ inline constexpr std::size_t largest_aead_expansion = 24;
 // RFC 6347 §4.1 / RFC 5246 §6.2.1: a plaintext record carries at most 2^14
 // bytes.
 inline constexpr std::size_t max_plaintext_record = 16384;
+// The longest handshake message dtlspp lets a stack start reassembling. The
+// largest real one is a Certificate: a few KiB for usual chains, and
+// mbedTLS reads none above 16 KiB (MBEDTLS_SSL_IN_CONTENT_LEN). OpenSSL
+// abandons a handshake without an alert on a fragment that claims more
+// than its own limit (dtls1_reassemble_fragment), so a forged claim of
+// 16 MB would end a handshake silently.
+inline constexpr std::size_t max_handshake_message = 65536;
 
 // Called with every datagram in and out, e.g. describe_datagram for a
 // capture-like log, or a pcap_writer.
@@ -322,7 +329,15 @@ private:
     //   the cipher's expansion when protected) is one a stack may answer
     //   with a fatal record_overflow (RFC 5246 §6.2.1-6.2.3) rather than drop;
     // - heartbeat (RFC 6520) is never negotiated: nothing of that type is
-    //   valid.
+    //   valid;
+    // - an empty fragment of a non-empty handshake message is taken by
+    //   OpenSSL 3.0 for the whole message (dtls_get_reassembled_message
+    //   reassembles only when 0 < frag_len < length) and fails the
+    //   handshake; a fragment claiming a message over
+    //   max_handshake_message makes it abandon the handshake silently;
+    // - once open, a plaintext alert or application data record cannot
+    //   come from the peer (both are protected after ChangeCipherSpec,
+    //   RFC 5246 §6.2.3): the stacks ignore them, dtlspp counts them.
     // A datagram with one such record is dropped whole: a genuine peer
     // never sends one, and a forged datagram carries nothing of the peer's.
     bool admit(std::span<const std::byte> datagram)
@@ -340,6 +355,7 @@ private:
         bool bad_length = false;
         bool unexpected_type = false;
         bool change_cipher_spec = false;
+        bool bad_fragment = false;
         const auto parsed = parse_datagram(datagram, [&](const record_view& r) {
             if (r.epoch > 1) wrong_epoch = true;
             if (r.type == content_type::heartbeat) unexpected_type = true;
@@ -348,8 +364,16 @@ private:
                                  : length > max_plaintext_record)
                 bad_length = true;
             if (r.type == content_type::change_cipher_spec) change_cipher_spec = true;
+            if (r.is_encrypted()) return;
+            if (state_ == endpoint_state::open &&
+                (r.type == content_type::alert || r.type == content_type::application_data))
+                wrong_epoch = true;
+            for (const auto& fragment : r.fragments())
+                if ((fragment.fragment_length == 0 && fragment.length != 0) ||
+                    fragment.length > max_handshake_message)
+                    bad_fragment = true;
         });
-        if (!parsed.ok()) {
+        if (!parsed.ok() || bad_fragment) {
             ++counters_.dropped_malformed;
             return false;
         }
@@ -494,11 +518,45 @@ private:
                               "alert): it is at its session limit; " + f.message));
             return;
         }
-        if (settings().psk && f.code == errc::bad_record) {
-            fail(make_failure(errc::psk_mismatch, f.message + "; during a PSK handshake this means the keys differ"));
+        make_refusal_loud();
+        if (f.code == errc::bad_record) {
+            // A record that fails authentication during the handshake (our
+            // own check, or the peer's bad_record_mac / record_overflow
+            // alert) means the two sides derived different keys.
+            if (settings().psk)
+                fail(make_failure(errc::psk_mismatch, f.message + "; during a PSK handshake this means the keys differ"));
+            else
+                fail(make_failure(errc::handshake_failed, f.message + "; the peers derived different keys"));
             return;
         }
         fail(f);
+    }
+
+    // A stack that gives up a handshake does not always say so to the peer
+    // (OpenSSL abandons it without an alert when a fragment's length
+    // disagrees with the message it is reassembling), which would leave the
+    // peer waiting for its deadline. If the failing call queued no alert and
+    // we still write plaintext (no ChangeCipherSpec sent yet), add a fatal
+    // handshake_failure (RFC 5246 §7.2.2), numbered after our last record.
+    void make_refusal_loud()
+    {
+        if (sent_change_cipher_) return;
+        bool alert_queued = false;
+        std::uint64_t sequence = next_plaintext_sequence_;
+        for (std::size_t i = counted_; i < out_.size(); ++i)
+            parse_datagram(out_[i], [&](const record_view& r) {
+                if (r.type == content_type::alert) alert_queued = true;
+                if (r.type == content_type::change_cipher_spec) alert_queued = true; // the peer reads epoch 1 now
+                if (!r.is_encrypted()) sequence = std::max(sequence, r.sequence_number + 1);
+            });
+        if (alert_queued) return;
+        std::array<std::byte, record_header_size + 2> alert{
+            std::byte{static_cast<std::uint8_t>(content_type::alert)}, std::byte{0xfe}, std::byte{0xfd}};
+        for (int i = 0; i < 6; ++i) alert[5 + i] = std::byte((sequence >> (40 - 8 * i)) & 0xff);
+        alert[12] = std::byte{2};
+        alert[13] = std::byte{2};  // fatal
+        alert[14] = std::byte{40}; // handshake_failure
+        out_.push(alert);
     }
 
     void fail(const failure& f)
@@ -529,6 +587,7 @@ private:
                 d.size() == record_header_size + record_payload_length(d))
                 continue;
             parse_datagram(d, [&](const record_view& r) {
+                if (!r.is_encrypted()) next_plaintext_sequence_ = std::max(next_plaintext_sequence_, r.sequence_number + 1);
                 if (r.type == content_type::change_cipher_spec) {
                     handshake_content = true;
                     if (!sent_change_cipher_) new_content = true;
@@ -579,6 +638,7 @@ private:
     time_point handshake_deadline_{};
     std::optional<time_point> session_deadline_;
     std::size_t counted_ = 0;
+    std::uint64_t next_plaintext_sequence_ = 0; // after our last epoch-0 record
     std::size_t protected_minimum_ = 0; // minimum_protected_record(), once known for good
     std::uint32_t next_message_seq_ = 0;
     int highest_seen_ = -1;
