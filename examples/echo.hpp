@@ -21,6 +21,7 @@
 #include <iostream>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace examples {
@@ -74,6 +75,7 @@ int run_echo_server(const arguments& args, dtlspp::config c, capture& cap)
 
     struct handler {
         dtlspp::udp_server<Backend>* server;
+        bool verbose = false;
         long closed = 0;
         void on_open(const dtlspp::peer_address& peer)
         {
@@ -90,17 +92,31 @@ int run_echo_server(const arguments& args, dtlspp::config c, capture& cap)
         {
             ++closed;
             std::cout << "closed " << peer.to_string() << ": " << why.what() << std::endl;
+            // The association is still there while on_close runs: say what
+            // it dropped and why, every reason, zeros included.
+            const auto* e = server->core().find(peer);
+            if (!verbose || !e) return;
+            std::cout << "dropped " << peer.to_string() << ":";
+            e->counters().for_each_drop(
+                [](std::string_view name, std::uint64_t n) { std::cout << ' ' << name << '=' << n; });
+            std::cout << std::endl;
         }
-    } h{&*server};
+        void on_refused(const dtlspp::peer_address& peer, const dtlspp::failure& why)
+        {
+            std::cout << "refused " << peer.to_string() << ": " << why.what() << std::endl;
+        }
+    } h{&*server, args.has("--verbose")};
 
     std::signal(SIGINT, [](int) { stop_requested = true; });
     std::signal(SIGTERM, [](int) { stop_requested = true; });
     while (!stop_requested && (exit_after == 0 || h.closed < exit_after)) server->run_once(milliseconds(200), h);
     server->shutdown(h);
-    const auto& k = server->core().counters();
-    std::cout << "echo_server: " << k.sessions_created << " sessions, " << k.hello_verify_requests
-              << " HelloVerifyRequests, " << k.datagrams_in << " datagrams in, " << k.datagrams_out << " out"
-              << std::endl;
+    // Every server counter, by name: what was refused, expired and dropped
+    // is as visible as what was served.
+    std::cout << "echo_server: counters";
+    server->core().counters().for_each(
+        [](std::string_view name, std::uint64_t n) { std::cout << ' ' << name << '=' << n; });
+    std::cout << std::endl;
     return 0;
 }
 

@@ -20,7 +20,8 @@ static const char* const usage =
     "  --idle-timeout-ms N       close associations idle this long (default 60000)\n"
     "  --handshake-timeout-ms N  fail handshakes not done by then (default 30000)\n"
     "  --exit-after N            stop after N associations have ended (default: run until SIGINT)\n"
-    "  --verbose                 print one line per datagram\n"
+    "  --verbose                 print one line per datagram, and each association's drop\n"
+    "                            counters when it closes\n"
     "  --pcap FILE               write every datagram in and out to FILE (pcap, real addresses)\n"
     "  --keylog FILE             append the session keys to FILE (NSS key log, for Wireshark);\n"
     "                            without it, the SSLKEYLOGFILE environment variable is used\n";

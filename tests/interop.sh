@@ -254,6 +254,35 @@ largest() {
     awk -v arrow="$2" '$1 == arrow && $3 == "B" { if ($2 + 0 > max) max = $2 + 0 } END { print max + 0 }' "$1"
 }
 
+# summary_problem OUT: why the echo_server output OUT lacks the counters
+# summary its operator reads after one association (nothing when it has it):
+# every server counter by name, with the one association created and
+# nothing refused; with --verbose, the association's drop counters by reason.
+summary_problem() {
+    local out=$1 summary
+    summary=$(grep -E '^echo_server: counters ' "$out" | tail -n 1)
+    if [[ -z $summary ]]; then
+        echo "no 'echo_server: counters' summary line"
+        return
+    fi
+    local counter
+    for counter in datagrams_in datagrams_out hello_verify_requests dropped_without_session sessions_created \
+        sessions_refused sessions_expired sessions_failed sessions_closed duplicate_client_hellos; do
+        if ! grep -Eq " $counter=[0-9]+( |\$)" <<<"$summary"; then
+            echo "the summary lacks $counter: $summary"
+            return
+        fi
+    done
+    if ! grep -Eq ' sessions_created=1( |$)' <<<"$summary" || ! grep -Eq ' sessions_refused=0( |$)' <<<"$summary" ||
+        grep -Eq ' datagrams_in=0( |$)' <<<"$summary"; then
+        echo "the summary does not count one association: $summary"
+        return
+    fi
+    if [[ ${2:-} == verbose ]] && ! grep -Eq '^dropped .*: malformed=[0-9]+ .*not_open=[0-9]+' "$out"; then
+        echo "--verbose printed no drop counters when the association closed"
+    fi
+}
+
 # ---------------------------------------------------------------------------
 # (a) openssl s_client -> echo_server
 
@@ -282,6 +311,12 @@ s_client_case() {
         return
     fi
     wait_exit "$ECHO_PID" >/dev/null # --exit-after 1: it ends after the close
+    local problem
+    problem=$(summary_problem "$sout" "$([[ $server_args == *--verbose* ]] && echo verbose)")
+    if [[ -n $problem ]]; then
+        fail "$name" "$problem" "$sout"
+        return
+    fi
     case $check in
     psk)
         if ! grep -Eq '^open .*PSK' "$sout"; then
@@ -387,6 +422,12 @@ gnutls_cli_case() {
         return
     fi
     wait_exit "$ECHO_PID" >/dev/null
+    local problem
+    problem=$(summary_problem "$sout")
+    if [[ -n $problem ]]; then
+        fail "$name" "$problem" "$sout"
+        return
+    fi
     pass "$name"
 }
 

@@ -30,6 +30,9 @@
 #include <optional>
 #include <set>
 #include <span>
+#include <stdexcept>
+#include <string>
+#include <system_error>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -49,18 +52,59 @@ struct server_counters {
     std::uint64_t hello_verify_requests = 0; // cookieless or stale-cookie ClientHellos answered
     std::uint64_t dropped_without_session = 0; // not a ClientHello, or unusable
     std::uint64_t sessions_created = 0;
-    std::uint64_t sessions_refused = 0;       // cookie verified but max_sessions reached
+    std::uint64_t sessions_refused = 0;       // cookie verified but max_sessions reached: told with a fatal alert
     std::uint64_t sessions_expired = 0;       // idle timeout
     std::uint64_t sessions_failed = 0;
     std::uint64_t sessions_closed = 0;
     std::uint64_t duplicate_client_hellos = 0; // late copies of an open association's ClientHello, dropped
+
+    // Calls f(name, value) for every counter, so a report (the echo server's
+    // summary, a metrics exporter) lists them all without naming them.
+    template <class F>
+    void for_each(F&& f) const
+    {
+        f("datagrams_in", datagrams_in);
+        f("datagrams_out", datagrams_out);
+        f("hello_verify_requests", hello_verify_requests);
+        f("dropped_without_session", dropped_without_session);
+        f("sessions_created", sessions_created);
+        f("sessions_refused", sessions_refused);
+        f("sessions_expired", sessions_expired);
+        f("sessions_failed", sessions_failed);
+        f("sessions_closed", sessions_closed);
+        f("duplicate_client_hellos", duplicate_client_hellos);
+    }
 };
 
 // What a server tells its handler. Each member is optional: a handler defines
 // the ones it cares about.
 //   on_open(const peer_address&)                       handshake complete
 //   on_data(const peer_address&, std::span<const std::byte>)
-//   on_close(const peer_address&, const failure&)      closed, failed or expired
+//   on_close(const peer_address&, const failure&)      closed, failed, expired,
+//       replaced by the client's new handshake, or shut down: every
+//       association that was created ends with exactly one on_close
+//   on_refused(const peer_address&, const failure&)    a client whose cookie
+//       verified was refused (errc::too_many_sessions); it has no association
+//
+// What a handler may do, from any of these callbacks, about the peer it is
+// called for or any other:
+// - send(peer, data, now, ec). To an association that is ending (its
+//   on_close is running, or close() was called for it) or that does not
+//   exist, it fails with errc::not_open and does nothing.
+// - close(peer, now, ec). close_notify is queued at once, except for the
+//   peer whose on_data is running: its close takes effect as soon as the
+//   datagram that carried the data has been handled (no on_data follows for
+//   it). on_close(peer) follows within the same receive() when the peer is
+//   the one the callback is for, else from on_timeout() (the one running, or
+//   the next: the server's next_deadline() is then due at once). Callbacks
+//   never nest.
+// - find, session_count, counters, next_deadline. While on_close runs, find
+//   still returns the ending association, so its counters can be read; it is
+//   forgotten when on_close returns.
+// A handler must not call receive, on_timeout or shutdown (they throw
+// std::logic_error when called from a handler), nor move or destroy the
+// server. The server never frees an association while a callback about it
+// runs, and its timers never point at a forgotten one.
 struct no_handler {};
 
 template <backend Backend>
@@ -104,6 +148,7 @@ public:
     void receive(const peer_address& from, std::span<const std::byte> datagram, time_point now,
                  Handler&& handler = {})
     {
+        refuse_from_handler("receive");
         ++counters_.datagrams_in;
         auto found = sessions_.find(from);
         if (found != sessions_.end() && found->second->association.is_open()) {
@@ -129,9 +174,19 @@ public:
         if (found != sessions_.end()) {
             auto& s = *found->second;
             s.last_activity = now;
-            s.association.receive(datagram, now, [&](std::span<const std::byte> data) {
-                if constexpr (requires { handler.on_data(from, data); }) handler.on_data(from, data);
-            });
+            {
+                // A close() from on_data must wait until the endpoint has
+                // returned: it is still reading the datagram's records.
+                const flag_scope receiving(s.receiving);
+                s.association.receive(datagram, now, [&](std::span<const std::byte> data) {
+                    if (s.close_reason) return; // the handler closed it
+                    if constexpr (requires { handler.on_data(from, data); }) {
+                        const flag_scope in_callback(in_callback_);
+                        handler.on_data(from, data);
+                    }
+                });
+            }
+            if (s.close_reason) close_association(s, now);
             settle(s, now, handler);
             return;
         }
@@ -168,7 +223,7 @@ public:
     void send(const peer_address& to, std::span<const std::byte> data, time_point now, std::error_code& ec)
     {
         auto found = sessions_.find(to);
-        if (found == sessions_.end()) {
+        if (found == sessions_.end() || found->second->ending()) {
             ec = make_error_code(errc::not_open);
             return;
         }
@@ -183,27 +238,49 @@ public:
                                               : now);
     }
 
+    // Closes one association: close_notify now (see the handler notes above
+    // for a close from on_data), on_close from the next on_timeout. Errors:
+    // errc::not_open when `peer` has no association, or it is ending already.
+    void close(const peer_address& peer, time_point now, std::error_code& ec)
+    {
+        ec.clear();
+        auto found = sessions_.find(peer);
+        if (found == sessions_.end() || found->second->ending() || !found->second->association_live()) {
+            ec = make_error_code(errc::not_open);
+            return;
+        }
+        auto& s = *found->second;
+        s.close_reason = make_failure(errc::peer_closed, "closed by the server");
+        if (s.receiving) return; // applied when the endpoint returns (receive)
+        close_association(s, now);
+        reschedule(s, now);
+    }
+
     // Runs every timer that is due: retransmissions, handshake deadlines,
-    // idle expiry.
+    // idle expiry, and the settling of associations closed by close() or
+    // failed by send().
     template <class Handler = no_handler>
     void on_timeout(time_point now, Handler&& handler = {})
     {
+        refuse_from_handler("on_timeout");
         while (!timers_.empty() && timers_.begin()->first <= now) {
-            session_entry* s = timers_.begin()->second;
+            // Valid: an entry leaves the timer set before it is forgotten,
+            // and an ending one is never scheduled again.
+            session_entry& s = *timers_.begin()->second;
             timers_.erase(timers_.begin());
-            s->scheduled.reset();
-            if (now >= s->last_activity + settings_.idle_timeout) {
+            s.scheduled.reset();
+            if (s.association_live() && now >= s.last_activity + settings_.idle_timeout) {
                 ++counters_.sessions_expired;
-                s->association.close(now);
-                collect(*s);
-                auto f = make_failure(errc::idle_timeout, "no datagram for " +
-                                                              std::to_string(settings_.idle_timeout.count()) + " ms");
-                if constexpr (requires { handler.on_close(s->peer, f); }) handler.on_close(s->peer, f);
-                sessions_.erase(s->peer);
+                s.association.close(now);
+                collect(s);
+                retire(s,
+                       make_failure(errc::idle_timeout,
+                                    "no datagram for " + std::to_string(settings_.idle_timeout.count()) + " ms"),
+                       handler);
                 continue;
             }
-            s->association.on_timeout(now);
-            settle(*s, now, handler);
+            s.association.on_timeout(now);
+            settle(s, now, handler);
         }
     }
 
@@ -229,18 +306,26 @@ public:
     template <class Handler = no_handler>
     void shutdown(time_point now, Handler&& handler = {})
     {
-        // No structured binding here: clang 14 cannot name one inside the
-        // requires-expression below.
-        for (auto& entry : sessions_) {
-            auto& s = *entry.second;
+        refuse_from_handler("shutdown");
+        // Each on_close may send or close on the others: walk a copy of the
+        // addresses, not the table that retire() erases from.
+        std::vector<peer_address> peers;
+        peers.reserve(sessions_.size());
+        for (const auto& entry : sessions_) peers.push_back(entry.first);
+        for (const auto& peer : peers) {
+            auto found = sessions_.find(peer);
+            if (found == sessions_.end()) continue;
+            auto& s = *found->second;
+            if (s.association.state() == endpoint_state::failed) {
+                ++counters_.sessions_failed;
+                retire(s, s.association.last_failure(), handler);
+                continue;
+            }
             s.association.close(now);
             collect(s);
             ++counters_.sessions_closed;
-            auto f = make_failure(errc::peer_closed, "server shut down");
-            if constexpr (requires { handler.on_close(s.peer, f); }) handler.on_close(s.peer, f);
+            retire(s, make_failure(errc::peer_closed, "server shut down"), handler);
         }
-        timers_.clear();
-        sessions_.clear();
     }
 
     std::size_t session_count() const noexcept { return sessions_.size(); }
@@ -257,17 +342,81 @@ private:
     using client_random = std::array<std::byte, 32>;
 
     struct session_entry {
+        session_entry(peer_address p, endpoint_type a, time_point now, std::optional<client_random> random)
+            : peer(std::move(p)), association(std::move(a)), last_activity(now), hello_random(random)
+        {
+        }
+
         peer_address peer;
         endpoint_type association;
         time_point last_activity;
         std::optional<time_point> scheduled;
-        bool announced;
+        bool announced = false;
         std::optional<client_random> hello_random; // of the ClientHello that opened it
+        bool receiving = false;              // inside association.receive: its on_data may run
+        bool retiring = false;               // its on_close runs; forgotten when it returns
+        std::optional<failure> close_reason; // close() was called for it
+
+        bool ending() const noexcept { return retiring || close_reason.has_value(); }
+        bool association_live() const noexcept
+        {
+            const auto st = association.state();
+            return st == endpoint_state::handshaking || st == endpoint_state::open;
+        }
+    };
+
+    // Sets a flag for a scope, and clears it however the scope is left.
+    class flag_scope {
+    public:
+        explicit flag_scope(bool& flag) noexcept : flag_(flag) { flag_ = true; }
+        flag_scope(const flag_scope&) = delete;
+        flag_scope& operator=(const flag_scope&) = delete;
+        ~flag_scope() { flag_ = false; }
+
+    private:
+        bool& flag_;
     };
 
     server(std::shared_ptr<typename Backend::context> ctx, typename Backend::listener l, server_settings settings)
         : context_(std::move(ctx)), listener_(std::move(l)), settings_(settings)
     {
+    }
+
+    // receive, on_timeout and shutdown walk the table and the timers while
+    // handlers run; from inside a handler they would walk them twice.
+    void refuse_from_handler(const char* function) const
+    {
+        if (in_callback_)
+            throw std::logic_error(std::string("dtlspp::server::") + function +
+                                   " called from a handler; a handler may call send and close only");
+    }
+
+    // Queues the close_notify of an association closed by close().
+    void close_association(session_entry& s, time_point now)
+    {
+        s.association.close(now);
+        collect(s);
+    }
+
+    // The one place an association is forgotten: it leaves the timer set
+    // first, its on_close runs while it is still in the table (find works,
+    // send and close refuse it), and it is erased when on_close returns,
+    // or throws.
+    template <class Handler>
+    void retire(session_entry& s, const failure& why, Handler& handler)
+    {
+        s.retiring = true;
+        unschedule(s);
+        const peer_address peer = s.peer; // s is freed below
+        struct erase_on_exit {
+            std::unordered_map<peer_address, std::unique_ptr<session_entry>>& table;
+            const peer_address& peer;
+            ~erase_on_exit() { table.erase(peer); }
+        } erase{sessions_, peer};
+        if constexpr (requires { handler.on_close(peer, why); }) {
+            const flag_scope in_callback(in_callback_);
+            handler.on_close(peer, why);
+        }
     }
 
     // The listener verified a cookie from `from`: make it an association,
@@ -278,17 +427,68 @@ private:
     {
         auto verified = listener_.accept();
         if (sessions_.size() >= settings_.max_sessions) {
-            // Refuse quietly: the client retries and times out by its own
-            // deadline; nothing of it is kept here.
-            ++counters_.sessions_refused;
-            return;
+            refuse(from, hello, handler);
+            return; // the verified session is dropped: nothing of it is kept
         }
-        auto entry = std::make_unique<session_entry>(session_entry{
-            from, endpoint_type::adopt(context_, std::move(verified), now, first_flight, trace_), now, {}, false,
-            client_hello_random(hello)});
+        auto entry = std::make_unique<session_entry>(
+            from, endpoint_type::adopt(context_, std::move(verified), now, first_flight, trace_), now,
+            client_hello_random(hello));
         ++counters_.sessions_created;
         auto& s = *sessions_.emplace(from, std::move(entry)).first->second;
         settle(s, now, handler);
+    }
+
+    // A client whose cookie verified, with the table full, is told at once
+    // with a fatal alert instead of waiting out its handshake deadline.
+    template <class Handler>
+    void refuse(const peer_address& from, std::span<const std::byte> hello, Handler& handler)
+    {
+        ++counters_.sessions_refused;
+        const auto alert = refusal_alert(hello);
+        front_door_out_.push(alert);
+        front_door_peers_.push_back(from);
+        if (trace_) trace_(direction::out, alert);
+        if constexpr (requires { handler.on_refused(from, failure{}); }) {
+            const auto why = make_failure(errc::too_many_sessions,
+                                          "max_sessions (" + std::to_string(settings_.max_sessions) + ") reached");
+            const flag_scope in_callback(in_callback_);
+            handler.on_refused(from, why);
+        }
+    }
+
+    // The refusal: one plaintext epoch-0 record with a fatal internal_error
+    // alert. TLS has no "busy" alert; internal_error is "an internal error
+    // unrelated to the peer or the correctness of the protocol" (RFC 5246
+    // §7.2.2), which a full session table is, and clients report it as a
+    // failure at once. The record takes the sequence number of the
+    // ClientHello that carried the cookie, as the stateless
+    // HelloVerifyRequest takes the first one's (RFC 6347 §4.2.1): the server
+    // keeps no sequence state for a peer it refuses, and the client, having
+    // seen the HelloVerifyRequest with a lower number, takes the record as
+    // new rather than as a replay (RFC 6347 §4.1.2.6).
+    static std::array<std::byte, record_header_size + 2> refusal_alert(std::span<const std::byte> hello)
+    {
+        std::optional<std::uint64_t> sequence_number;
+        parse_datagram(hello, [&](const record_view& r) {
+            if (sequence_number || r.epoch != 0 || r.type != content_type::handshake) return;
+            for (const auto& fragment : r.fragments())
+                if (fragment.msg_type == static_cast<std::uint8_t>(handshake_type::client_hello))
+                    sequence_number = r.sequence_number;
+        });
+        const std::uint64_t seq = sequence_number.value_or(0);
+        constexpr std::uint8_t fatal = 2;
+        constexpr std::uint8_t internal_error = 80;
+        std::array<std::byte, record_header_size + 2> record{};
+        record[0] = static_cast<std::byte>(content_type::alert);
+        record[1] = std::byte{0xfe}; // DTLS 1.2 (RFC 6347 §4.1)
+        record[2] = std::byte{0xfd};
+        // record[3..4]: epoch 0
+        for (int i = 0; i < 6; ++i) record[5 + i] = static_cast<std::byte>((seq >> (8 * (5 - i))) & 0xff);
+        record[11] = std::byte{0};
+        record[12] = std::byte{2}; // length
+        record[13] = static_cast<std::byte>(fatal);
+        record[14] = static_cast<std::byte>(internal_error);
+        return record;
     }
 
     // Moves an association's queued datagrams to the shared outbox.
@@ -308,17 +508,21 @@ private:
         collect(s);
         if (!s.announced && s.association.is_open()) {
             s.announced = true;
-            if constexpr (requires { handler.on_open(s.peer); }) handler.on_open(s.peer);
+            if constexpr (requires { handler.on_open(s.peer); }) {
+                const flag_scope in_callback(in_callback_);
+                handler.on_open(s.peer);
+            }
+            // on_open may have closed it (close() queued close_notify).
         }
         const auto st = s.association.state();
         if (st == endpoint_state::closed || st == endpoint_state::failed) {
             if (st == endpoint_state::failed) ++counters_.sessions_failed;
             else ++counters_.sessions_closed;
-            if constexpr (requires { handler.on_close(s.peer, s.association.last_failure()); })
-                handler.on_close(s.peer, s.association.last_failure());
-            unschedule(s);
-            const peer_address peer = s.peer;
-            sessions_.erase(peer);
+            // A failure, the peer's close_notify, or the server's own close().
+            const failure why = st == endpoint_state::closed && s.close_reason && !s.association.last_failure()
+                                    ? *s.close_reason
+                                    : s.association.last_failure();
+            retire(s, why, handler);
             return;
         }
         auto due = s.last_activity + settings_.idle_timeout;
@@ -330,6 +534,7 @@ private:
     // insert), so rescheduling on every datagram allocates nothing.
     void reschedule(session_entry& s, time_point due)
     {
+        if (s.retiring) return; // about to be forgotten: no timer may point at it
         if (s.scheduled && *s.scheduled == due) return;
         if (s.scheduled) {
             auto node = timers_.extract({*s.scheduled, &s});
@@ -398,14 +603,12 @@ private:
             ++counters_.dropped_without_session;
             return false;
         }
-        // The cookie verified: the client really started over.
+        // The cookie verified: the client really started over. The old
+        // association's state is gone at the client, so no close_notify.
         auto found = sessions_.find(from);
-        auto& old = *found->second;
-        unschedule(old);
         ++counters_.sessions_closed;
-        const auto f = make_failure(errc::peer_closed, "the client started a new handshake from the same address");
-        if constexpr (requires { handler.on_close(from, f); }) handler.on_close(from, f);
-        sessions_.erase(found);
+        retire(*found->second,
+               make_failure(errc::peer_closed, "the client started a new handshake from the same address"), handler);
         adopt_accepted(from, datagram, now, scratch, handler);
         return false;
     }
@@ -426,6 +629,7 @@ private:
     std::vector<peer_address> front_door_peers_; // its destination, index for index
     server_counters counters_;
     typename endpoint_type::trace_hook trace_;
+    bool in_callback_ = false; // a handler callback runs
 };
 
 } // namespace dtlspp

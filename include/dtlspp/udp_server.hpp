@@ -54,6 +54,9 @@ public:
         core_.send(to, data, clock::now(), ec);
     }
 
+    // Closes one association (from a handler, too); see server<Backend>::close.
+    void close(const peer_address& peer, std::error_code& ec) { core_.close(peer, clock::now(), ec); }
+
     // close_notify to every peer.
     template <class Handler = no_handler>
     void shutdown(Handler&& handler = {})
