@@ -233,7 +233,9 @@ private:
         for (int round = 0; round < 1000; ++round) {
             std::vector<bytes> up, down;
             client_->drain([&](std::span<const std::byte> d) { up.emplace_back(d.begin(), d.end()); });
-            srv_.drain([&](const peer_address&, std::span<const std::byte> d) { down.emplace_back(d.begin(), d.end()); });
+            srv_.drain([&](const peer_address& to, std::span<const std::byte> d) {
+                if (to == client_address) down.emplace_back(d.begin(), d.end());
+            });
             if (up.empty() && down.empty()) break;
             moved = true;
             for (const auto& d : up) {
