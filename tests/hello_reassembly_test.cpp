@@ -472,6 +472,28 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(the_reassembled_hello_is_one_whole_fragment_under_
     BOOST_TEST(table.partial_hellos() == 0u);
 }
 
+BOOST_AUTO_TEST_CASE_TEMPLATE(the_hello_verify_request_echoes_the_highest_record_number_of_the_hello, Backend,
+                              all_backends)
+{
+    auto srv = make_server<Backend>();
+    const auto hello = a_client_hello<Backend>();
+    const auto p = equal_pieces(static_cast<std::uint32_t>(hello.body.size()), 2);
+    const auto from = peer_address::parse("192.0.2.1:1000");
+    // The second half goes first, under the higher number.
+    bytes d;
+    append_record(d, hello, 5, {p[1]});
+    srv.receive(from, d, clock::now());
+    d.clear();
+    append_record(d, hello, 3, {p[0]});
+    srv.receive(from, d, clock::now());
+    std::vector<std::uint64_t> numbers;
+    srv.drain([&](const peer_address&, std::span<const std::byte> answer) {
+        parse_datagram(answer, [&](const record_view& r) { numbers.push_back(r.sequence_number); });
+    });
+    BOOST_TEST(srv.counters().hello_verify_requests == 1u);
+    BOOST_TEST(numbers == std::vector<std::uint64_t>{5}, boost::test_tools::per_element());
+}
+
 // ---------------------------------------------------------------------------
 // (b) Hostile fragments.
 

@@ -5,6 +5,8 @@
 // reaches the backend's stateless listener: a ClientHello without a valid
 // cookie is answered with a HelloVerifyRequest and forgotten, so spoofed
 // source addresses cost one HMAC and create nothing (RFC 6347 §4.2.1). A
+// fragmented ClientHello is first made whole in a fixed, counted table
+// (detail/hello_reassembly.hpp), since not every stack can take one. A
 // session exists only once a cookie verifies, up to max_sessions; idle and
 // failed sessions expire; one ordered timer set serves every peer.
 //
