@@ -5,6 +5,8 @@
 // reaches the backend's stateless listener: a ClientHello without a valid
 // cookie is answered with a HelloVerifyRequest and forgotten, so spoofed
 // source addresses cost one HMAC and create nothing (RFC 6347 §4.2.1). A
+// fragmented ClientHello is first made whole in a fixed, counted table
+// (detail/hello_reassembly.hpp), since not every stack can take one. A
 // session exists only once a cookie verifies, up to max_sessions; idle and
 // failed sessions expire; one ordered timer set serves every peer.
 //
@@ -17,6 +19,7 @@
 
 #include <dtlspp/backend/concept.hpp>
 #include <dtlspp/config.hpp>
+#include <dtlspp/detail/hello_reassembly.hpp>
 #include <dtlspp/endpoint.hpp>
 #include <dtlspp/error.hpp>
 #include <dtlspp/trace.hpp>
@@ -44,6 +47,18 @@ struct server_settings {
     // An association with no datagram in either direction for this long is
     // closed (close_notify sent) and forgotten.
     std::chrono::milliseconds idle_timeout{60000};
+    // Fragmented ClientHellos are reassembled before the stack sees them,
+    // in a table of this many partial hellos (one per peer address, the
+    // oldest evicted when full), allocated once. 32 slots cover 32 clients
+    // whose fragments are in flight at the same instant; a client whose
+    // partial hello is evicted retransmits it (RFC 6347 §4.2.4).
+    std::size_t fragmented_hello_slots = 32;
+    // A fragmented ClientHello claiming a longer message is refused. DTLS 1.2
+    // ClientHellos from OpenSSL, mbedTLS and GnuTLS are 150 to 600 bytes,
+    // the cookie adding at most 255 (RFC 6347 §4.2.1); 4 KiB leaves room
+    // for long suite lists, ALPN and SNI while the table stays near
+    // 150 KiB. At most 16372: the hello must fit one record (RFC 6347 §4.1).
+    std::size_t max_fragmented_hello_size = 4096;
 };
 
 struct server_counters {
@@ -57,6 +72,12 @@ struct server_counters {
     std::uint64_t sessions_failed = 0;
     std::uint64_t sessions_closed = 0;
     std::uint64_t duplicate_client_hellos = 0; // late copies of an open association's ClientHello, dropped
+    // Fragmented ClientHellos, reassembled before any stack sees them.
+    std::uint64_t fragmented_hellos_started = 0;      // first fragment of a hello kept
+    std::uint64_t fragmented_hellos_completed = 0;    // whole, handed to the stack
+    std::uint64_t fragmented_hellos_evicted = 0;      // table full: the oldest partial hello dropped
+    std::uint64_t fragmented_hellos_inconsistent = 0; // length, message_seq or overlapping bytes disagreed: dropped
+    std::uint64_t fragmented_hellos_too_large = 0;    // longer than max_fragmented_hello_size: refused
 
     // Calls f(name, value) for every counter, so a report (the echo server's
     // summary, a metrics exporter) lists them all without naming them.
@@ -73,6 +94,11 @@ struct server_counters {
         f("sessions_failed", sessions_failed);
         f("sessions_closed", sessions_closed);
         f("duplicate_client_hellos", duplicate_client_hellos);
+        f("fragmented_hellos_started", fragmented_hellos_started);
+        f("fragmented_hellos_completed", fragmented_hellos_completed);
+        f("fragmented_hellos_evicted", fragmented_hellos_evicted);
+        f("fragmented_hellos_inconsistent", fragmented_hellos_inconsistent);
+        f("fragmented_hellos_too_large", fragmented_hellos_too_large);
     }
 };
 
@@ -135,6 +161,19 @@ public:
             f = make_failure(errc::config_invalid, "role: a server needs role::server");
             return std::nullopt;
         }
+        // Both create() overloads come here.
+        if (settings.fragmented_hello_slots == 0) {
+            f = make_failure(errc::config_invalid, "fragmented_hello_slots: must be at least 1");
+            return std::nullopt;
+        }
+        if (settings.max_fragmented_hello_size == 0 ||
+            settings.max_fragmented_hello_size > detail::hello_reassembly::largest_max_hello_size) {
+            f = make_failure(errc::config_invalid,
+                             "max_fragmented_hello_size: must be 1 to " +
+                                 std::to_string(detail::hello_reassembly::largest_max_hello_size) +
+                                 " (one record holds the hello)");
+            return std::nullopt;
+        }
         auto l = Backend::make_listener(*ctx, f);
         if (!l) return std::nullopt;
         return server(std::move(ctx), std::move(*l), settings);
@@ -194,8 +233,14 @@ public:
         // The front door's traffic (ClientHellos, HelloVerifyRequests) is
         // traced here: no association exists yet to do it.
         if (trace_) trace_(direction::in, datagram);
+        std::span<const std::byte> hello = datagram;
+        switch (hello_reassembly_.offer(from, datagram, counters_)) {
+        case detail::hello_offer::not_fragmented: break;
+        case detail::hello_offer::incomplete: return;
+        case detail::hello_offer::complete: hello = hello_reassembly_.assembled(); break;
+        }
         datagram_io io;
-        io.input = datagram;
+        io.input = hello;
         io.output = &front_door_out_;
         io.now = now;
         io.peer_id = from.transport_id();
@@ -212,7 +257,7 @@ public:
             for (std::size_t i = before; i < front_door_out_.size(); ++i) first_flight.push(front_door_out_[i]);
             // Those datagrams now belong to the endpoint, which queues them.
             front_door_out_.truncate(before);
-            adopt_accepted(from, datagram, now, first_flight, handler);
+            adopt_accepted(from, hello, now, first_flight, handler);
             return;
         }
         }
@@ -378,7 +423,8 @@ private:
     };
 
     server(std::shared_ptr<typename Backend::context> ctx, typename Backend::listener l, server_settings settings)
-        : context_(std::move(ctx)), listener_(std::move(l)), settings_(settings)
+        : context_(std::move(ctx)), listener_(std::move(l)), settings_(settings),
+          hello_reassembly_(settings.fragmented_hello_slots, settings.max_fragmented_hello_size)
     {
     }
 
@@ -630,6 +676,7 @@ private:
     server_counters counters_;
     typename endpoint_type::trace_hook trace_;
     bool in_callback_ = false; // a handler callback runs
+    detail::hello_reassembly hello_reassembly_; // partial ClientHellos of peers without a session
 };
 
 } // namespace dtlspp
