@@ -337,12 +337,17 @@ struct openssl_backend {
                 if (!fresh) return listen_result::dropped;
                 next_ = std::move(*fresh);
             }
-            detail::openssl::io_binding bind(*next_.bio_, io);
-            next_.bio_->remember_peer(io.peer_id);
-            ERR_clear_error();
             const auto queued = io.output != nullptr ? io.output->size() : 0;
-            const int rc = DTLSv1_listen(next_.ssl_.get(), address_.get());
-            ERR_clear_error();
+            int rc = 0;
+            {
+                // Unbound before next_ may be replaced below: the binding
+                // points into next_'s bio_state.
+                detail::openssl::io_binding bind(*next_.bio_, io);
+                next_.bio_->remember_peer(io.peer_id);
+                ERR_clear_error();
+                rc = DTLSv1_listen(next_.ssl_.get(), address_.get());
+                ERR_clear_error();
+            }
             if (rc == 1) return listen_result::accepted;
             if (rc < 0) {
                 // A fatal error leaves the SSL object in an unknown state
