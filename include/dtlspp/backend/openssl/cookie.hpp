@@ -22,6 +22,7 @@
 #include <cstring>
 #include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace dtlspp::detail::openssl {
