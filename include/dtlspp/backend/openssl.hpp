@@ -95,6 +95,18 @@ inline void clear_errors()
     if (ERR_peek_error() != 0) ERR_clear_error();
 }
 
+// OpenSSL decodes a certificate's extensions once, on first use, and caches
+// the result in the X509 object, failures included: when that decoding runs
+// out of memory the certificate stays marked EXFLAG_INVALID for good
+// (ossl_x509v3_cache_extensions), SSL_CTX_use_certificate still returns 1,
+// and every later handshake fails (no usable signing certificate, or a CA
+// that never verifies). Decoding at load time makes that failure a config
+// failure now instead of a server that silently cannot serve.
+inline bool extensions_decoded(X509* certificate)
+{
+    return (X509_get_extension_flags(certificate) & EXFLAG_INVALID) == 0;
+}
+
 // After a loop of PEM_read_bio_X509 calls: true when it stopped because the
 // input has no further PEM block (PEM_R_NO_START_LINE, the normal end), and
 // the queue is then emptied. Anything else (out of memory, a corrupt block)
@@ -694,11 +706,19 @@ private:
         if (!chain) return config_failure("certificate.certificate_chain", "cannot open");
         X509* leaf = PEM_read_bio_X509(chain.get(), nullptr, nullptr, nullptr);
         if (leaf == nullptr) return config_failure("certificate.certificate_chain", "no PEM certificate found");
+        if (!extensions_decoded(leaf)) {
+            X509_free(leaf);
+            return config_failure("certificate.certificate_chain", "certificate extensions could not be decoded");
+        }
         const int used = SSL_CTX_use_certificate(ctx, leaf);
         X509_free(leaf);
         if (used != 1) return config_failure("certificate.certificate_chain", "certificate rejected");
         // The rest of the file is the chain up to (not including) the root.
         while (X509* extra = PEM_read_bio_X509(chain.get(), nullptr, nullptr, nullptr)) {
+            if (!extensions_decoded(extra)) {
+                X509_free(extra);
+                return config_failure("certificate.certificate_chain", "intermediate's extensions could not be decoded");
+            }
             if (SSL_CTX_add0_chain_cert(ctx, extra) != 1) {
                 X509_free(extra);
                 return config_failure("certificate.certificate_chain", "intermediate rejected");
@@ -729,6 +749,10 @@ private:
         if (store == nullptr) return config_failure("trusted_ca", "the SSL_CTX has no certificate store");
         int count = 0;
         while (X509* cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) {
+            if (!extensions_decoded(cert)) {
+                X509_free(cert);
+                return config_failure("trusted_ca", "certificate extensions could not be decoded");
+            }
             const int added = X509_STORE_add_cert(store, cert);
             X509_free(cert);
             if (added != 1) {
