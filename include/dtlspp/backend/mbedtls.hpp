@@ -93,19 +93,25 @@ struct secret_stream {
     std::span<const std::uint8_t> secret;
     std::uint32_t counter = 0;
 
-    static int generate(void* self, unsigned char* output, std::size_t length)
+    // Streams the hash through one mbedtls_sha256_context so that nothing
+    // allocates: an f_rng is called from C and must not throw.
+    static int generate(void* self, unsigned char* output, std::size_t length) noexcept
     {
         auto& stream = *static_cast<secret_stream*>(self);
-        // Four counter bytes, then the secret.
-        std::vector<unsigned char> block_input(4);
-        block_input.insert(block_input.end(), stream.secret.begin(), stream.secret.end());
         while (length > 0) {
-            for (int i = 0; i < 4; ++i)
-                block_input[static_cast<std::size_t>(i)] = static_cast<unsigned char>(stream.counter >> (8 * (3 - i)));
+            std::array<unsigned char, 4> counter_bytes{};
+            for (std::size_t i = 0; i < counter_bytes.size(); ++i)
+                counter_bytes[i] = static_cast<unsigned char>(stream.counter >> (8 * (3 - i)));
             ++stream.counter;
             std::array<unsigned char, 32> block{};
-            if (const int ret = mbedtls_sha256_ret(block_input.data(), block_input.size(), block.data(), 0); ret != 0)
-                return ret;
+            mbedtls_sha256_context sha;
+            mbedtls_sha256_init(&sha);
+            int ret = mbedtls_sha256_starts_ret(&sha, 0);
+            if (ret == 0) ret = mbedtls_sha256_update_ret(&sha, counter_bytes.data(), counter_bytes.size());
+            if (ret == 0) ret = mbedtls_sha256_update_ret(&sha, stream.secret.data(), stream.secret.size());
+            if (ret == 0) ret = mbedtls_sha256_finish_ret(&sha, block.data());
+            mbedtls_sha256_free(&sha);
+            if (ret != 0) return ret;
             const auto take = std::min(length, block.size());
             std::copy_n(block.begin(), take, output);
             output += take;
@@ -213,7 +219,7 @@ private:
     // master secret (RFC 5246 §8.1).
     static int export_keys(void* self, const unsigned char* master_secret, const unsigned char*, std::size_t,
                            std::size_t, std::size_t, const unsigned char client_random[32], const unsigned char[32],
-                           mbedtls_tls_prf_types)
+                           mbedtls_tls_prf_types) noexcept
     {
         auto& ctx = *static_cast<context*>(self);
         try {
@@ -638,8 +644,13 @@ private:
                 client_certificate_checked_ = true;
                 const auto* negotiating = ssl.session_negotiate;
                 if (negotiating && negotiating->peer_cert && negotiating->verify_result != 0) {
-                    mbedtls_ssl_send_alert_message(&ssl, MBEDTLS_SSL_ALERT_LEVEL_FATAL,
-                                                   alert_for(negotiating->verify_result));
+                    // An alert that could not be sent (the send callback
+                    // ran out of memory) only leaves the client to learn of
+                    // the refusal from its deadline; the verification
+                    // failure stays the reason reported here.
+                    if (mbedtls_ssl_send_alert_message(&ssl, MBEDTLS_SSL_ALERT_LEVEL_FATAL,
+                                                       alert_for(negotiating->verify_result)) != 0)
+                        state_->callback_failure = nullptr;
                     return MBEDTLS_ERR_X509_CERT_VERIFY_FAILED;
                 }
                 return mbedtls_ssl_handshake(&ssl);
@@ -665,6 +676,13 @@ private:
     void fail(int code)
     {
         broken_ = true;
+        if (const char* reason = std::exchange(state_->callback_failure, nullptr)) {
+            // mbedTLS only saw the callback's error code; the reason is ours
+            // (detail_io.hpp).
+            failure_ = make_failure(errc::internal,
+                                    std::string(reason) + " (mbedTLS: " + detail::mbedtls::error_text(code) + ")");
+            return;
+        }
         if (state_->refused_size != 0) {
             failure_ = make_failure(errc::mtu_too_small,
                                     "mbedTLS produced a " + std::to_string(state_->refused_size) +
@@ -715,9 +733,17 @@ public:
 
     listen_result offer(datagram_io& io)
     {
-        if (!state_) return listen_result::dropped;
-        auto& ssl = state_->ssl;
         if (!clean_) reset();
+        // A context that accept() or reset() could not replace (out of
+        // memory) is made now; while it cannot be, every datagram is
+        // dropped and nothing is kept.
+        if (!state_) {
+            failure ignored;
+            state_ = context_->make_state(ignored);
+            if (!state_) return listen_result::dropped;
+            clean_ = true;
+        }
+        auto& ssl = state_->ssl;
         // Whatever mbedTLS sends goes to staging_ first: a dropped offer
         // must send nothing (concept.hpp), yet mbedTLS may queue an alert
         // for a ClientHello it refuses.
@@ -757,13 +783,13 @@ public:
 
     // After offer() returned accepted: the context that verified the
     // cookie becomes the session, and a fresh one takes its place. If that
-    // fresh context cannot be set up, later offers drop everything.
+    // fresh context cannot be set up now, the next offer() tries again.
     session accept()
     {
         auto taken = std::move(state_);
+        clean_ = true;
         failure ignored;
         state_ = context_->make_state(ignored);
-        clean_ = true;
         return session(std::move(taken), check_sent_client_certificate_);
     }
 
@@ -777,15 +803,22 @@ private:
     }
 
     // Forget the last peer: nothing is kept before a cookie verifies.
+    // When the reset itself fails, a fresh context replaces this one, and
+    // when that cannot be made either, state_ is left empty for the next
+    // offer() to make.
     void reset()
     {
+        clean_ = true;
         if (!state_) return;
         if (mbedtls_ssl_session_reset(&state_->ssl) != 0) {
+            state_.reset();
             failure ignored;
             state_ = context_->make_state(ignored);
+            return;
         }
         state_->stash.clear();
-        clean_ = true;
+        state_->callback_failure = nullptr;
+        state_->refused_size = 0;
     }
 
     std::shared_ptr<context> context_;

@@ -95,6 +95,32 @@ inline void clear_errors()
     if (ERR_peek_error() != 0) ERR_clear_error();
 }
 
+// OpenSSL decodes a certificate's extensions once, on first use, and caches
+// the result in the X509 object, failures included: when that decoding runs
+// out of memory the certificate stays marked EXFLAG_INVALID for good
+// (ossl_x509v3_cache_extensions), SSL_CTX_use_certificate still returns 1,
+// and every later handshake fails (no usable signing certificate, or a CA
+// that never verifies). Decoding at load time makes that failure a config
+// failure now instead of a server that silently cannot serve.
+inline bool extensions_decoded(X509* certificate)
+{
+    return (X509_get_extension_flags(certificate) & EXFLAG_INVALID) == 0;
+}
+
+// After a loop of PEM_read_bio_X509 calls: true when it stopped because the
+// input has no further PEM block (PEM_R_NO_START_LINE, the normal end), and
+// the queue is then emptied. Anything else (out of memory, a corrupt block)
+// is left queued for the caller's failure text.
+inline bool pem_ended_cleanly()
+{
+    const unsigned long last = ERR_peek_last_error();
+    if (last == 0 || (ERR_GET_LIB(last) == ERR_LIB_PEM && ERR_GET_REASON(last) == PEM_R_NO_START_LINE)) {
+        ERR_clear_error();
+        return true;
+    }
+    return false;
+}
+
 } // namespace detail::openssl
 
 struct openssl_backend {
@@ -189,7 +215,13 @@ struct openssl_backend {
             const int rc = DTLSv1_handle_timeout(ssl_.get());
             if (rc > 0) return timeout_result::retransmitted;
             if (rc == 0) return timeout_result::nothing_due;
-            // OpenSSL gives up after DTLS1_TMO_ALERT_COUNT (12) timeouts.
+            if (const char* reason = std::exchange(bio_->write_failure, nullptr)) {
+                failure_ = make_failure(errc::internal, std::string("datagram BIO: ") + reason + " (" +
+                                                            detail::openssl::drain_errors() + ")");
+                return timeout_result::failed;
+            }
+            // OpenSSL gives up after DTLS1_TMO_ALERT_COUNT (12) timeouts, and
+            // fails when it cannot rebuild the flight (out of memory).
             failure_ = make_failure(errc::handshake_timeout,
                                     "OpenSSL gave up retransmitting: " + detail::openssl::drain_errors());
             return timeout_result::failed;
@@ -206,7 +238,12 @@ struct openssl_backend {
         {
             detail::openssl::io_binding bind(*bio_, io);
             detail::openssl::clear_errors();
-            SSL_shutdown(ssl_.get());
+            // 0 (close_notify sent, the peer's not yet seen) and 1 are both
+            // fine for a datagram association: dtlspp never waits for the
+            // peer's close_notify. A negative result (the alert could not be
+            // written) changes nothing either: the association ends here,
+            // and the peer's own idle timeout ends its side.
+            if (SSL_shutdown(ssl_.get()) < 0) detail::openssl::clear_errors();
             detail::openssl::clear_errors();
         }
 
@@ -261,9 +298,20 @@ struct openssl_backend {
                 detail::openssl::clear_errors();
                 return true;
             }
+            if (const char* reason = std::exchange(bio_->write_failure, nullptr)) {
+                // OpenSSL only saw the write callback return -1; the reason
+                // is ours (openssl/bio.hpp).
+                const auto text = detail::openssl::drain_errors();
+                failure_ = make_failure(errc::internal,
+                                        std::string("datagram BIO: ") + reason + (text.empty() ? "" : " (" + text + ")"));
+                return false;
+            }
             failure_ = describe_failure(error);
             return false;
         }
+
+        // False for a moved-from session, or one the listener could not make.
+        bool usable() const noexcept { return ssl_ != nullptr && bio_ != nullptr; }
 
         failure describe_failure(int ssl_error)
         {
@@ -327,37 +375,61 @@ struct openssl_backend {
 
         listen_result offer(datagram_io& io)
         {
-            detail::openssl::io_binding bind(*next_.bio_, io);
-            next_.bio_->remember_peer(io.peer_id);
-            ERR_clear_error();
+            // The SSL object a previous offer or accept() could not replace
+            // (out of memory) is made now; while it cannot be, every
+            // datagram is dropped and the listener keeps no state.
+            if (!next_.usable()) {
+                failure ignored;
+                auto fresh = make_session(context_, ignored);
+                if (!fresh) return listen_result::dropped;
+                next_ = std::move(*fresh);
+            }
             const auto queued = io.output != nullptr ? io.output->size() : 0;
-            const int rc = DTLSv1_listen(next_.ssl_.get(), address_.get());
-            ERR_clear_error();
+            int rc = 0;
+            {
+                // Unbound before next_ may be replaced below: the binding
+                // points into next_'s bio_state.
+                detail::openssl::io_binding bind(*next_.bio_, io);
+                next_.bio_->remember_peer(io.peer_id);
+                ERR_clear_error();
+                rc = DTLSv1_listen(next_.ssl_.get(), address_.get());
+                ERR_clear_error();
+            }
             if (rc == 1) return listen_result::accepted;
             if (rc < 0) {
-                // A fatal error leaves the SSL object in an unknown state:
-                // start the front door afresh so the next peer is unaffected.
+                // A fatal error leaves the SSL object in an unknown state
+                // (including a cookie that could not be computed, which
+                // DTLSv1_listen treats as fatal): start the front door afresh
+                // so the next peer is unaffected. When no fresh one can be
+                // made, the next offer tries again.
                 failure ignored;
-                if (auto fresh = make_session(context_, ignored)) next_ = std::move(*fresh);
+                auto fresh = make_session(context_, ignored);
+                next_ = fresh ? std::move(*fresh) : session();
+                // Whatever the failed call queued is not a HelloVerifyRequest.
+                if (io.output != nullptr) io.output->truncate(queued);
                 return listen_result::dropped;
             }
             const bool answered = io.output != nullptr && io.output->size() > queued;
             return answered ? listen_result::hello_verify_sent : listen_result::dropped;
         }
 
+        // After offer() returned accepted. The replacement SSL object is
+        // made here; when it cannot be, next_ is left empty and the next
+        // offer() makes it.
         session accept()
         {
-            failure ignored;
-            auto fresh = make_session(context_, ignored);
             session verified = std::move(next_);
-            if (fresh) next_ = std::move(*fresh);
+            next_ = session();
+            failure ignored;
+            if (auto fresh = make_session(context_, ignored)) next_ = std::move(*fresh);
             return verified;
         }
 
     private:
         friend struct openssl_backend;
-        listener(std::shared_ptr<context> ctx, session first)
-            : context_(std::move(ctx)), next_(std::move(first)), address_(BIO_ADDR_new())
+        listener(std::shared_ptr<context> ctx, session first,
+                 std::unique_ptr<BIO_ADDR, detail::openssl::bio_addr_deleter> address)
+            : context_(std::move(ctx)), next_(std::move(first)), address_(std::move(address))
         {
         }
 
@@ -381,10 +453,22 @@ struct openssl_backend {
             f = make_failure(errc::internal, "SSL_CTX_new: " + drain_errors());
             return nullptr;
         }
-        SSL_CTX_set_app_data(ctx, result.get());
+        // Every callback finds the context here. SSL_CTX_set_app_data is
+        // CRYPTO_set_ex_data, which allocates and can fail.
+        if (SSL_CTX_set_app_data(ctx, result.get()) != 1) {
+            f = make_failure(errc::internal, "SSL_CTX_set_app_data: " + drain_errors());
+            return nullptr;
+        }
+        if (c.role == role::server && !result->cookies_.usable()) {
+            f = make_failure(errc::internal, "cookie_secret: RAND_bytes could not draw one (" + drain_errors() + ")");
+            return nullptr;
+        }
         // DTLS 1.2 only: DTLS 1.0 is deprecated (RFC 8996).
-        SSL_CTX_set_min_proto_version(ctx, DTLS1_2_VERSION);
-        SSL_CTX_set_max_proto_version(ctx, DTLS1_2_VERSION);
+        if (SSL_CTX_set_min_proto_version(ctx, DTLS1_2_VERSION) != 1 ||
+            SSL_CTX_set_max_proto_version(ctx, DTLS1_2_VERSION) != 1) {
+            f = make_failure(errc::internal, "SSL_CTX_set_min/max_proto_version(DTLS 1.2): " + drain_errors());
+            return nullptr;
+        }
         // NO_QUERY_MTU: see the top of this file. NO_RENEGOTIATION: a
         // renegotiation would mean epochs above 1, which the endpoint treats
         // as invalid. NO_TICKET: keeps the handshake comparable across stacks
@@ -468,7 +552,10 @@ struct openssl_backend {
         if (!c.server_name.empty()) {
             // SNI carries host names only (RFC 6066 §3), never IP literals.
             const bool is_ip = is_ip_literal(c.server_name);
-            if (!is_ip) SSL_set_tlsext_host_name(ssl, c.server_name.c_str());
+            if (!is_ip && SSL_set_tlsext_host_name(ssl, c.server_name.c_str()) != 1) {
+                f = detail::openssl::config_failure("server_name", "refused as SNI host name");
+                return std::nullopt;
+            }
             if (c.effective_verification() != peer_verification::none) {
                 X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
                 const int ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, c.server_name.c_str())
@@ -486,7 +573,12 @@ struct openssl_backend {
     {
         auto first = make_session(owner_of(ctx), f);
         if (!first) return std::nullopt;
-        return listener(owner_of(ctx), std::move(*first));
+        std::unique_ptr<BIO_ADDR, detail::openssl::bio_addr_deleter> address(BIO_ADDR_new());
+        if (!address) {
+            f = make_failure(errc::internal, "BIO_ADDR_new: " + detail::openssl::drain_errors());
+            return std::nullopt;
+        }
+        return listener(owner_of(ctx), std::move(*first), std::move(address));
     }
 
 private:
@@ -527,9 +619,12 @@ private:
 
     // Called by OpenSSL when it starts or doubles its retransmission timer:
     // 0 asks for the initial value; return the next one, capped.
-    static unsigned int timer_callback(SSL* ssl, unsigned int previous_us)
+    static unsigned int timer_callback(SSL* ssl, unsigned int previous_us) noexcept
     {
-        const auto* ctx = static_cast<const context*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+        const auto* ctx = context_of(ssl);
+        // No context (cannot happen: make_context checks set_app_data):
+        // OpenSSL's own 1 s initial timeout, doubled.
+        if (ctx == nullptr) return previous_us == 0 ? 1000000u : 2u * previous_us;
         const auto initial = std::chrono::duration_cast<std::chrono::microseconds>(
             ctx->settings().initial_retransmission_timeout);
         const auto maximum =
@@ -539,37 +634,53 @@ private:
         return static_cast<unsigned int>(doubled);
     }
 
-    static const context& context_of(SSL* ssl)
+    // The context every callback reads; null only if the SSL object has no
+    // context of ours.
+    static const context* context_of(const SSL* ssl) noexcept
     {
-        return *static_cast<const context*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+        return static_cast<const context*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
     }
 
-    static const detail::openssl::bio_state* bio_of(SSL* ssl)
+    static const detail::openssl::bio_state* bio_of(SSL* ssl) noexcept
     {
-        return static_cast<const detail::openssl::bio_state*>(BIO_get_data(SSL_get_rbio(ssl)));
+        BIO* rbio = SSL_get_rbio(ssl);
+        return rbio != nullptr ? static_cast<const detail::openssl::bio_state*>(BIO_get_data(rbio)) : nullptr;
     }
 
-    static int cookie_generate_callback(SSL* ssl, unsigned char* cookie, unsigned int* length)
+    // 0 tells DTLSv1_listen the cookie could not be made: it fails the call
+    // (SSL_R_COOKIE_GEN_CALLBACK_FAILURE) and the listener drops the
+    // ClientHello, so no HelloVerifyRequest ever carries a cookie that was
+    // not computed.
+    static int cookie_generate_callback(SSL* ssl, unsigned char* cookie, unsigned int* length) noexcept
     {
         const auto* state = bio_of(ssl);
-        if (state == nullptr) return 0;
-        const auto value = context_of(ssl).cookies().make(state->peer());
-        std::memcpy(cookie, value.data(), value.size());
-        *length = static_cast<unsigned int>(value.size());
+        const auto* ctx = context_of(ssl);
+        if (state == nullptr || ctx == nullptr) return 0;
+        const auto value = ctx->cookies().make(state->peer());
+        if (!value) return 0;
+        // DTLSv1_listen hands a buffer of DTLS1_COOKIE_LENGTH (255) bytes.
+        static_assert(detail::openssl::cookie_factory::cookie_size <= DTLS1_COOKIE_LENGTH);
+        std::memcpy(cookie, value->data(), value->size());
+        *length = static_cast<unsigned int>(value->size());
         return 1;
     }
 
-    static int cookie_verify_callback(SSL* ssl, const unsigned char* cookie, unsigned int length)
+    static int cookie_verify_callback(SSL* ssl, const unsigned char* cookie, unsigned int length) noexcept
     {
         const auto* state = bio_of(ssl);
-        if (state == nullptr) return 0;
-        return context_of(ssl).cookies().verify(state->peer(), std::span(cookie, length)) ? 1 : 0;
+        const auto* ctx = context_of(ssl);
+        if (state == nullptr || ctx == nullptr) return 0;
+        return ctx->cookies().verify(state->peer(), std::span(cookie, length)) ? 1 : 0;
     }
 
+    // 0 = no PSK: OpenSSL fails the handshake.
     static unsigned int psk_client_callback(SSL* ssl, const char* /*hint*/, char* identity,
-                                            unsigned int max_identity, unsigned char* key, unsigned int max_key)
+                                            unsigned int max_identity, unsigned char* key,
+                                            unsigned int max_key) noexcept
     {
-        const auto& psk = *context_of(ssl).settings().psk;
+        const auto* ctx = context_of(ssl);
+        if (ctx == nullptr || !ctx->settings().psk) return 0;
+        const auto& psk = *ctx->settings().psk;
         if (psk.identity.size() + 1 > max_identity || psk.key.size() > max_key) return 0;
         std::memcpy(identity, psk.identity.c_str(), psk.identity.size() + 1);
         std::memcpy(key, psk.key.data(), psk.key.size());
@@ -577,9 +688,11 @@ private:
     }
 
     static unsigned int psk_server_callback(SSL* ssl, const char* identity, unsigned char* key,
-                                            unsigned int max_key)
+                                            unsigned int max_key) noexcept
     {
-        const auto& psk = *context_of(ssl).settings().psk;
+        const auto* ctx = context_of(ssl);
+        if (ctx == nullptr || !ctx->settings().psk) return 0;
+        const auto& psk = *ctx->settings().psk;
         // An unknown identity returns 0: OpenSSL then fails the handshake
         // with an unknown_psk_identity alert (RFC 4279 §2).
         if (identity == nullptr || psk.identity != identity || psk.key.size() > max_key) return 0;
@@ -588,7 +701,7 @@ private:
     }
 
     static int alpn_select_callback(SSL* /*ssl*/, const unsigned char** out, unsigned char* out_length,
-                                    const unsigned char* in, unsigned int in_length, void* arg)
+                                    const unsigned char* in, unsigned int in_length, void* arg) noexcept
     {
         const auto* ctx = static_cast<const context*>(arg);
         unsigned char* selected = nullptr;
@@ -600,10 +713,17 @@ private:
         return SSL_TLSEXT_ERR_OK;
     }
 
-    static void key_log_callback(const SSL* ssl, const char* line)
+    // The user's key log may throw; it must not unwind through OpenSSL. A
+    // key log that fails loses a line and never the handshake, as on the
+    // mbedTLS backend (context::export_keys).
+    static void key_log_callback(const SSL* ssl, const char* line) noexcept
     {
-        const auto* ctx = static_cast<const context*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
-        if (ctx->settings().key_log) ctx->settings().key_log(line);
+        const auto* ctx = context_of(ssl);
+        if (ctx == nullptr || !ctx->settings().key_log) return;
+        try {
+            ctx->settings().key_log(line);
+        } catch (...) {
+        }
     }
 
     static bool is_ip_literal(const std::string& name)
@@ -621,17 +741,28 @@ private:
         if (!chain) return config_failure("certificate.certificate_chain", "cannot open");
         X509* leaf = PEM_read_bio_X509(chain.get(), nullptr, nullptr, nullptr);
         if (leaf == nullptr) return config_failure("certificate.certificate_chain", "no PEM certificate found");
+        if (!extensions_decoded(leaf)) {
+            X509_free(leaf);
+            return config_failure("certificate.certificate_chain", "certificate extensions could not be decoded");
+        }
         const int used = SSL_CTX_use_certificate(ctx, leaf);
         X509_free(leaf);
         if (used != 1) return config_failure("certificate.certificate_chain", "certificate rejected");
         // The rest of the file is the chain up to (not including) the root.
         while (X509* extra = PEM_read_bio_X509(chain.get(), nullptr, nullptr, nullptr)) {
+            if (!extensions_decoded(extra)) {
+                X509_free(extra);
+                return config_failure("certificate.certificate_chain", "intermediate's extensions could not be decoded");
+            }
             if (SSL_CTX_add0_chain_cert(ctx, extra) != 1) {
                 X509_free(extra);
                 return config_failure("certificate.certificate_chain", "intermediate rejected");
             }
         }
-        ERR_clear_error(); // the loop ends on a "no start line" error: expected
+        // The loop ends on a "no start line" error: expected. Any other
+        // error would silently drop the rest of the chain.
+        if (!pem_ended_cleanly())
+            return config_failure("certificate.certificate_chain", "cannot read an intermediate certificate");
 
         bio_ptr key_bio(open_pem(credentials.private_key), &BIO_free);
         if (!key_bio) return config_failure("certificate.private_key", "cannot open");
@@ -650,14 +781,27 @@ private:
         bio_ptr bio(open_pem(source), &BIO_free);
         if (!bio) return config_failure("trusted_ca", "cannot open");
         X509_STORE* store = SSL_CTX_get_cert_store(ctx);
+        if (store == nullptr) return config_failure("trusted_ca", "the SSL_CTX has no certificate store");
         int count = 0;
         while (X509* cert = PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)) {
-            X509_STORE_add_cert(store, cert);
+            if (!extensions_decoded(cert)) {
+                X509_free(cert);
+                return config_failure("trusted_ca", "certificate extensions could not be decoded");
+            }
+            const int added = X509_STORE_add_cert(store, cert);
             X509_free(cert);
+            if (added != 1) {
+                // A certificate listed twice in a bundle is fine: OpenSSL
+                // refuses the second copy with CERT_ALREADY_IN_HASH_TABLE.
+                const unsigned long error = ERR_peek_last_error();
+                if (ERR_GET_LIB(error) != ERR_LIB_X509 || ERR_GET_REASON(error) != X509_R_CERT_ALREADY_IN_HASH_TABLE)
+                    return config_failure("trusted_ca", "certificate rejected by the store");
+                ERR_clear_error();
+            }
             ++count;
         }
-        ERR_clear_error();
         if (count == 0) return config_failure("trusted_ca", "no PEM certificate found");
+        if (!pem_ended_cleanly()) return config_failure("trusted_ca", "cannot read a certificate");
         return {};
     }
 };

@@ -22,6 +22,7 @@
 #include <cstring>
 #include <deque>
 #include <memory>
+#include <new>
 #include <optional>
 #include <span>
 #include <vector>
@@ -69,6 +70,9 @@ struct ssl_state {
     // size is kept for the error message.
     std::size_t max_datagram = 0;
     std::size_t refused_size = 0;
+    // Why a callback failed, for last_failure(): mbedTLS only sees its error
+    // code. A fixed text, so recording it allocates nothing.
+    const char* callback_failure = nullptr;
 
     ssl_state() { mbedtls_ssl_init(&ssl); }
     ~ssl_state() { mbedtls_ssl_free(&ssl); }
@@ -78,9 +82,10 @@ struct ssl_state {
     time_point current_time() const noexcept { return io ? io->now : now; }
 
     // mbedtls_ssl_send_t. A DTLS send callback must take the whole datagram
-    // or fail (ssl.h: with datagram transport a partial write is an error),
-    // and a queue always takes it.
-    static int send(void* self, const unsigned char* data, std::size_t length)
+    // or fail (ssl.h: with datagram transport a partial write is an error).
+    // The queue takes it unless it cannot allocate; no exception may unwind
+    // through mbedTLS's frames, so that becomes MBEDTLS_ERR_SSL_ALLOC_FAILED.
+    static int send(void* self, const unsigned char* data, std::size_t length) noexcept
     {
         auto& state = *static_cast<ssl_state*>(self);
         if (!state.sink) return MBEDTLS_ERR_SSL_INTERNAL_ERROR;
@@ -88,13 +93,22 @@ struct ssl_state {
             state.refused_size = length;
             return MBEDTLS_ERR_SSL_BAD_INPUT_DATA;
         }
-        state.sink->push(std::as_bytes(std::span(data, length)));
+        try {
+            state.sink->push(std::as_bytes(std::span(data, length)));
+        } catch (const std::bad_alloc&) {
+            state.callback_failure = "out of memory queueing an outgoing datagram";
+            return MBEDTLS_ERR_SSL_ALLOC_FAILED;
+        } catch (...) {
+            state.callback_failure = "exception while queueing an outgoing datagram";
+            return MBEDTLS_ERR_SSL_INTERNAL_ERROR;
+        }
         return static_cast<int>(length);
     }
 
     // mbedtls_ssl_recv_t: one datagram per call, or WANT_READ when there is
     // none (the non-blocking convention of ssl.h).
-    static int receive(void* self, unsigned char* buffer, std::size_t capacity)
+    // Nothing here allocates: a stashed datagram is moved out, not copied.
+    static int receive(void* self, unsigned char* buffer, std::size_t capacity) noexcept
     {
         auto& state = *static_cast<ssl_state*>(self);
         for (;;) {
@@ -118,7 +132,7 @@ struct ssl_state {
     }
 
     // mbedtls_ssl_set_timer_t: fin_ms == 0 cancels (ssl.h).
-    static void set_timer(void* self, std::uint32_t intermediate_ms, std::uint32_t final_ms)
+    static void set_timer(void* self, std::uint32_t intermediate_ms, std::uint32_t final_ms) noexcept
     {
         auto& state = *static_cast<ssl_state*>(self);
         if (final_ms == 0) {
@@ -135,7 +149,7 @@ struct ssl_state {
 
     // mbedtls_ssl_get_timer_t: -1 cancelled, 0 none expired, 1 the
     // intermediate delay passed, 2 the final one (ssl.h).
-    static int get_timer(void* self)
+    static int get_timer(void* self) noexcept
     {
         auto& state = *static_cast<ssl_state*>(self);
         if (!state.final_deadline) return -1;
@@ -160,8 +174,15 @@ public:
     }
     ~io_binding()
     {
-        if (keep_unread_ && !io_.input.empty() && state_.stash.size() < ssl_state::stash_limit)
-            state_.stash.emplace_back(io_.input.begin(), io_.input.end());
+        if (keep_unread_ && !io_.input.empty() && state_.stash.size() < ssl_state::stash_limit) {
+            // Copying allocates, and a destructor must not throw (it would
+            // end the program). A datagram that cannot be kept is lost like
+            // any UDP datagram, and DTLS retransmission recovers from that.
+            try {
+                state_.stash.emplace_back(io_.input.begin(), io_.input.end());
+            } catch (...) {
+            }
+        }
         io_.input = {};
         state_.io = nullptr;
         state_.sink = nullptr;

@@ -48,7 +48,7 @@ inline std::optional<ip_literal> parse_ip_literal(const std::string& text)
 
 // True when the certificate's subjectAltName (OID 2.5.29.17) lists `ip` as
 // an iPAddress ([7] OCTET STRING, RFC 5280 §4.2.1.6).
-inline bool certificate_names_ip(const mbedtls_x509_crt& crt, const ip_literal& ip)
+inline bool certificate_names_ip(const mbedtls_x509_crt& crt, const ip_literal& ip) noexcept
 {
     if (crt.v3_ext.p == nullptr || crt.v3_ext.len == 0) return false;
     unsigned char* p = crt.v3_ext.p;
@@ -71,8 +71,12 @@ inline bool certificate_names_ip(const mbedtls_x509_crt& crt, const ip_literal& 
             p = const_cast<unsigned char*>(extension_end);
             continue;
         }
+        // critical BOOLEAN DEFAULT FALSE may be absent, and asn1.h leaves *p
+        // undefined when mbedtls_asn1_get_bool fails: start again from here.
+        // A malformed value then fails the OCTET STRING read below.
+        unsigned char* const before_critical = p;
         int critical = 0;
-        (void)mbedtls_asn1_get_bool(&p, extension_end, &critical); // optional
+        if (mbedtls_asn1_get_bool(&p, extension_end, &critical) != 0) p = before_critical;
         if (mbedtls_asn1_get_tag(&p, extension_end, &length, MBEDTLS_ASN1_OCTET_STRING) != 0) return false;
         // GeneralNames ::= SEQUENCE OF GeneralName
         if (mbedtls_asn1_get_tag(&p, extension_end, &length, MBEDTLS_ASN1_CONSTRUCTED | MBEDTLS_ASN1_SEQUENCE) != 0)
@@ -94,7 +98,7 @@ inline bool certificate_names_ip(const mbedtls_x509_crt& crt, const ip_literal& 
 
 // mbedtls_ssl_set_verify callback: at the leaf, flags a certificate that
 // does not name the expected address like mbedTLS flags a wrong host name.
-inline int verify_ip_address(void* expected, mbedtls_x509_crt* crt, int depth, std::uint32_t* flags)
+inline int verify_ip_address(void* expected, mbedtls_x509_crt* crt, int depth, std::uint32_t* flags) noexcept
 {
     if (depth == 0 && !certificate_names_ip(*crt, *static_cast<const ip_literal*>(expected)))
         *flags |= MBEDTLS_X509_BADCERT_CN_MISMATCH;

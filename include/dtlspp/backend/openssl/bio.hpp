@@ -19,8 +19,10 @@
 
 #include <algorithm>
 #include <array>
-#include <span>
+#include <atomic>
 #include <cstring>
+#include <new>
+#include <span>
 
 namespace dtlspp::detail::openssl {
 
@@ -39,6 +41,9 @@ struct bio_state {
     // same ClientHello, by which time the call's io may carry no peer id.
     std::array<std::byte, 64> peer_id{};
     std::size_t peer_id_size = 0;
+    // Why the last write callback failed, for last_failure(): OpenSSL only
+    // sees -1 from it. A fixed text, so recording it allocates nothing.
+    const char* write_failure = nullptr;
 
     void remember_peer(std::span<const std::byte> id) noexcept
     {
@@ -61,16 +66,27 @@ private:
     bio_state& state_;
 };
 
-inline int datagram_bio_write(BIO* bio, const char* data, int length)
+// No exception may unwind through OpenSSL's frames: a datagram that cannot be
+// queued (datagram_queue::push allocates) fails the write, and OpenSSL fails
+// the call that wrote it.
+inline int datagram_bio_write(BIO* bio, const char* data, int length) noexcept
 {
     auto* state = static_cast<bio_state*>(BIO_get_data(bio));
     BIO_clear_retry_flags(bio);
     if (state == nullptr || state->io == nullptr || state->io->output == nullptr || length < 0) return -1;
-    state->io->output->push(std::as_bytes(std::span(data, static_cast<std::size_t>(length))));
+    try {
+        state->io->output->push(std::as_bytes(std::span(data, static_cast<std::size_t>(length))));
+    } catch (const std::bad_alloc&) {
+        state->write_failure = "out of memory queueing an outgoing datagram";
+        return -1;
+    } catch (...) {
+        state->write_failure = "exception while queueing an outgoing datagram";
+        return -1;
+    }
     return length;
 }
 
-inline int datagram_bio_read(BIO* bio, char* buffer, int capacity)
+inline int datagram_bio_read(BIO* bio, char* buffer, int capacity) noexcept
 {
     auto* state = static_cast<bio_state*>(BIO_get_data(bio));
     BIO_clear_retry_flags(bio);
@@ -88,7 +104,7 @@ inline int datagram_bio_read(BIO* bio, char* buffer, int capacity)
     return static_cast<int>(n);
 }
 
-inline long datagram_bio_ctrl(BIO* bio, int command, long number, void* /*pointer*/)
+inline long datagram_bio_ctrl(BIO* bio, int command, long number, void* /*pointer*/) noexcept
 {
     auto* state = static_cast<bio_state*>(BIO_get_data(bio));
     switch (command) {
@@ -130,30 +146,51 @@ inline long datagram_bio_ctrl(BIO* bio, int command, long number, void* /*pointe
     }
 }
 
-inline int datagram_bio_create(BIO* bio)
+inline int datagram_bio_create(BIO* bio) noexcept
 {
     BIO_set_init(bio, 1);
     return 1;
 }
 
-inline const BIO_METHOD* datagram_bio_method()
+// A new method table, or null when OpenSSL could not make one.
+inline BIO_METHOD* new_datagram_bio_method() noexcept
 {
-    // One method table for the whole process; OpenSSL keeps a pointer to it
-    // in every BIO, so it must outlive them all.
-    static BIO_METHOD* const method = [] {
-        BIO_METHOD* m = BIO_meth_new(BIO_TYPE_SOURCE_SINK | BIO_get_new_index(), "dtlspp datagram");
-        BIO_meth_set_write(m, datagram_bio_write);
-        BIO_meth_set_read(m, datagram_bio_read);
-        BIO_meth_set_ctrl(m, datagram_bio_ctrl);
-        BIO_meth_set_create(m, datagram_bio_create);
-        return m;
-    }();
-    return method;
+    const int index = BIO_get_new_index(); // -1 when OpenSSL has no index left (bio.h)
+    if (index == -1) return nullptr;
+    BIO_METHOD* m = BIO_meth_new(BIO_TYPE_SOURCE_SINK | index, "dtlspp datagram");
+    if (m == nullptr) return nullptr;
+    if (BIO_meth_set_write(m, datagram_bio_write) != 1 || BIO_meth_set_read(m, datagram_bio_read) != 1 ||
+        BIO_meth_set_ctrl(m, datagram_bio_ctrl) != 1 || BIO_meth_set_create(m, datagram_bio_create) != 1) {
+        BIO_meth_free(m);
+        return nullptr;
+    }
+    return m;
 }
 
-inline BIO* make_datagram_bio(bio_state& state)
+// One method table for the whole process; OpenSSL keeps a pointer to it in
+// every BIO, so it must outlive them all. Null when it cannot be made now;
+// a later call tries again, so one failed allocation does not disable the
+// backend for the rest of the process.
+inline const BIO_METHOD* datagram_bio_method() noexcept
 {
-    BIO* bio = BIO_new(datagram_bio_method());
+    static std::atomic<BIO_METHOD*> method{nullptr};
+    if (BIO_METHOD* existing = method.load(std::memory_order_acquire)) return existing;
+    BIO_METHOD* made = new_datagram_bio_method();
+    if (made == nullptr) return nullptr;
+    BIO_METHOD* expected = nullptr;
+    if (!method.compare_exchange_strong(expected, made, std::memory_order_acq_rel)) {
+        BIO_meth_free(made); // another thread's table won
+        return expected;
+    }
+    return made;
+}
+
+// Null (with OpenSSL's error queue telling why) when the BIO cannot be made.
+inline BIO* make_datagram_bio(bio_state& state) noexcept
+{
+    const BIO_METHOD* method = datagram_bio_method();
+    if (method == nullptr) return nullptr;
+    BIO* bio = BIO_new(method);
     if (bio != nullptr) BIO_set_data(bio, &state);
     return bio;
 }
