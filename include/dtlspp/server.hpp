@@ -72,6 +72,7 @@ struct server_counters {
     std::uint64_t sessions_failed = 0;
     std::uint64_t sessions_closed = 0;
     std::uint64_t duplicate_client_hellos = 0; // late copies of an open association's ClientHello, dropped
+    std::uint64_t unreadable_client_hellos = 0; // to an open association, too short or partial to read: dropped
     // Fragmented ClientHellos, reassembled before any stack sees them.
     std::uint64_t fragmented_hellos_started = 0;      // first fragment of a hello kept
     std::uint64_t fragmented_hellos_completed = 0;    // whole, handed to the stack
@@ -94,6 +95,7 @@ struct server_counters {
         f("sessions_failed", sessions_failed);
         f("sessions_closed", sessions_closed);
         f("duplicate_client_hellos", duplicate_client_hellos);
+        f("unreadable_client_hellos", unreadable_client_hellos);
         f("fragmented_hellos_started", fragmented_hellos_started);
         f("fragmented_hellos_completed", fragmented_hellos_completed);
         f("fragmented_hellos_evicted", fragmented_hellos_evicted);
@@ -191,7 +193,17 @@ public:
         ++counters_.datagrams_in;
         auto found = sessions_.find(from);
         if (found != sessions_.end() && found->second->association.is_open()) {
-            if (const auto random = client_hello_random(datagram)) {
+            if (carries_client_hello(datagram)) {
+                // No epoch-0 ClientHello ever reaches an open association:
+                // mbedTLS inspects one for a reconnect and fails the whole
+                // association on one it cannot parse (-0x7900,
+                // ssl_handle_possible_reconnect with
+                // MBEDTLS_SSL_DTLS_CLIENT_PORT_REUSE, which Debian enables).
+                const auto random = client_hello_random(datagram);
+                if (!random) {
+                    ++counters_.unreadable_client_hellos;
+                    return;
+                }
                 auto& s = *found->second;
                 if (s.hello_random && *random == *s.hello_random) {
                     // A late copy of the ClientHello that opened this
@@ -398,6 +410,7 @@ private:
         std::optional<time_point> scheduled;
         bool announced = false;
         std::optional<client_random> hello_random; // of the ClientHello that opened it
+        std::uint64_t number = 0;            // sessions_created when it was made: binds replacement cookies
         bool receiving = false;              // inside association.receive: its on_data may run
         bool retiring = false;               // its on_close runs; forgotten when it returns
         std::optional<failure> close_reason; // close() was called for it
@@ -479,7 +492,7 @@ private:
         auto entry = std::make_unique<session_entry>(
             from, endpoint_type::adopt(context_, std::move(verified), now, first_flight, trace_), now,
             client_hello_random(hello));
-        ++counters_.sessions_created;
+        entry->number = ++counters_.sessions_created;
         auto& s = *sessions_.emplace(from, std::move(entry)).first->second;
         settle(s, now, handler);
     }
@@ -595,6 +608,24 @@ private:
         timers_.emplace(due, &s);
     }
 
+    // Whether the datagram carries any fragment of an epoch-0 ClientHello.
+    static bool carries_client_hello(std::span<const std::byte> datagram)
+    {
+        // Every datagram of an open association passes here: rule out
+        // anything but an epoch-0 handshake record from its first bytes
+        // (type 22, epoch at bytes 3-4) before parsing.
+        if (datagram.size() < record_header_size ||
+            datagram[0] != static_cast<std::byte>(content_type::handshake) || datagram[3] != std::byte{0} ||
+            datagram[4] != std::byte{0})
+            return false;
+        bool hello = false;
+        parse_datagram(datagram, [&](const record_view& r) {
+            for (const auto& fragment : r.fragments())
+                if (fragment.msg_type == static_cast<std::uint8_t>(handshake_type::client_hello)) hello = true;
+        });
+        return hello;
+    }
+
     // The random of an epoch-0 ClientHello whose first fragment the
     // datagram carries (RFC 5246 §7.4.1.2: client_version, then random).
     static std::optional<client_random> client_hello_random(std::span<const std::byte> datagram)
@@ -630,12 +661,26 @@ private:
     {
         // Only a ClientHello with a valid cookie replaces anything, so an
         // off-path attacker who spoofs the address cannot tear it down.
+        //
+        // Its cookie is bound to the address *and* to this association: a
+        // cookie-bearing ClientHello recorded before the association opened
+        // (an earlier association's flight, replayed) still carries a
+        // cookie valid for the address alone, and must not end it. The
+        // association's number joins the transport id, so only a cookie
+        // from a HelloVerifyRequest sent during this association, which
+        // only a client at that address receives, replaces it.
+        const auto& old = *sessions_.find(from)->second;
+        const auto address = from.transport_id();
+        std::array<std::byte, peer_address::max_transport_id_size + sizeof(std::uint64_t)> bound_id{};
+        std::copy(address.begin(), address.end(), bound_id.begin());
+        for (std::size_t i = 0; i < sizeof(std::uint64_t); ++i)
+            bound_id[address.size() + i] = std::byte((old.number >> (8 * i)) & 0xff);
         datagram_io probe;
         datagram_queue scratch;
         probe.input = datagram;
         probe.output = &scratch;
         probe.now = now;
-        probe.peer_id = from.transport_id();
+        probe.peer_id = std::span<const std::byte>(bound_id.data(), address.size() + sizeof(std::uint64_t));
         const auto result = listener_.offer(probe);
         if (result == listen_result::hello_verify_sent) {
             ++counters_.hello_verify_requests;
