@@ -461,24 +461,25 @@ private:
     }
 
     // A client whose ClientHello does not fit one datagram cannot talk to
-    // every server (mbedTLS 2.28 servers cannot reassemble it), so refuse
+    // every server (a plain mbedTLS 2.28 server cannot reassemble it;
+    // dtlspp's server reassembles one in its front door), so refuse
     // before anything is sent.
     void check_client_hello()
     {
         if (state_ == endpoint_state::failed) return;
         std::uint32_t hello_length = 0;
         bool whole = false;
-        if (out_.size() == 1) {
+        // The first datagram decides: a ClientHello split over datagrams
+        // starts with a partial fragment there. Later datagrams may be
+        // copies of the first (OpenSSL retransmits inside its first
+        // SSL_do_handshake when its wall-clock timer already expired).
+        if (!out_.empty()) {
             parse_datagram(out_[0], [&](const record_view& r) {
                 for (const auto& fragment : r.fragments()) {
                     if (fragment.msg_type != static_cast<std::uint8_t>(handshake_type::client_hello)) continue;
                     hello_length = fragment.length;
                     whole = fragment.is_whole_message();
                 }
-            });
-        } else if (out_.size() > 1) {
-            parse_datagram(out_[0], [&](const record_view& r) {
-                for (const auto& fragment : r.fragments()) hello_length = fragment.length;
             });
         }
         if (whole && out_[0].size() <= settings().max_udp_payload) return;
