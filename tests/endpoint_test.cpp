@@ -6,6 +6,7 @@
 #include <boost/test/unit_test.hpp>
 
 #include "backends.hpp"
+#include "support/forge.hpp"
 #include "support/harness.hpp"
 
 #include <array>
@@ -54,34 +55,19 @@ bool is_single_whole_client_hello(const bytes& d)
     return hellos == 1 && whole;
 }
 
-// One DTLS 1.2 record as an attacker would forge it: any type, epoch,
-// sequence number and body (RFC 6347 §4.1 header: type, version 254.253,
-// epoch, 48-bit sequence number, length).
-bytes forged_record(std::uint8_t type, std::uint16_t epoch, std::uint64_t sequence, std::span<const std::byte> body)
-{
-    bytes d{std::byte{type}, std::byte{0xfe}, std::byte{0xfd}, std::byte(epoch >> 8), std::byte(epoch & 0xff)};
-    for (int shift = 40; shift >= 0; shift -= 8) d.push_back(std::byte((sequence >> shift) & 0xff));
-    d.push_back(std::byte(body.size() >> 8));
-    d.push_back(std::byte(body.size() & 0xff));
-    d.insert(d.end(), body.begin(), body.end());
-    return d;
-}
-
 // A well-formed plaintext handshake record whose one message is `length`
 // bytes long: over 2^14 it is longer than any plaintext record may be.
 bytes plaintext_handshake_record(std::size_t length, std::uint64_t sequence)
 {
-    bytes body{std::byte{2}, std::byte(length >> 16), std::byte((length >> 8) & 0xff), std::byte(length & 0xff),
-               std::byte{0}, std::byte{1}, std::byte{0}, std::byte{0}, std::byte{0},
-               std::byte(length >> 16), std::byte((length >> 8) & 0xff), std::byte(length & 0xff)};
-    body.resize(body.size() + length, std::byte{1});
-    return forged_record(22, 0, sequence, body);
+    const bytes body(length, std::byte{1});
+    return forge::record(content_type::handshake, 0, sequence,
+                         forge::handshake_fragment(2, 1, static_cast<std::uint32_t>(length), 0, body));
 }
 
 bytes fatal_alert(std::uint8_t description, std::uint64_t sequence = 40)
 {
     const std::array<std::byte, 2> body{std::byte{2}, std::byte{description}};
-    return forged_record(21, 0, sequence, body);
+    return forge::record(21, 0, sequence, body);
 }
 
 // The AEAD nonce + tag of the suite the pair negotiated (RFC 5288 §3,
@@ -431,7 +417,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_forged_short_protected_record_never_ends_the_ass
         for (std::size_t length = 0; length <= 64; ++length) {
             bytes body(length);
             for (auto& b : body) b = static_cast<std::byte>(byte(random));
-            const auto d = forged_record(type, 1, sequence++, body);
+            const auto d = forge::record(type, 1, sequence++, body);
             p.inject_to_client(d);
             p.inject_to_server(d);
             if (length < expansion) ++too_short;
@@ -461,12 +447,12 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(records_longer_than_their_epoch_allows_are_dropped
     // (epoch 0): anything above 2^14. Heartbeat is never negotiated.
     for (std::size_t length : {16384 + expansion + 1, std::size_t{16704}, std::size_t{17000}, std::size_t{18432}}) {
         const bytes body(length, std::byte{0x5a});
-        p.inject_to_client(forged_record(23, 1, sequence++, body));
-        p.inject_to_server(forged_record(22, 1, sequence++, body));
+        p.inject_to_client(forge::record(23, 1, sequence++, body));
+        p.inject_to_server(forge::record(22, 1, sequence++, body));
     }
     p.inject_to_client(plaintext_handshake_record(16384, sequence++));
-    p.inject_to_client(forged_record(24, 1, sequence++, bytes(40, std::byte{1})));
-    p.inject_to_server(forged_record(24, 0, sequence++, bytes(3, std::byte{1})));
+    p.inject_to_client(forge::record(24, 1, sequence++, bytes(40, std::byte{1})));
+    p.inject_to_server(forge::record(24, 0, sequence++, bytes(3, std::byte{1})));
 
     BOOST_TEST(p.client().counters().dropped_bad_length == 5u);
     BOOST_TEST(p.client().counters().dropped_unexpected_type == 1u);

@@ -22,23 +22,9 @@
 #include <string>
 #include <vector>
 
-namespace {
-std::atomic<std::size_t> allocations{0};
-}
-
 // Counts every C++ heap allocation, for the test that a flood of fragments
-// allocates nothing. The replaced operator new allocates with malloc, so free
-// is the matching release; GCC cannot see that through the replacement.
-#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
-
-void* operator new(std::size_t size)
-{
-    allocations.fetch_add(1, std::memory_order_relaxed);
-    if (void* p = std::malloc(size == 0 ? 1 : size)) return p;
-    throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept { std::free(p); }
-void operator delete(void* p, std::size_t) noexcept { std::free(p); }
+// allocates nothing.
+#include "support/counting_new.hpp"
 
 using namespace dtlspp;
 using namespace dtlspp::test;
