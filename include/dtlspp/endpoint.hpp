@@ -21,6 +21,7 @@
 
 #include <dtlspp/backend/concept.hpp>
 #include <dtlspp/config.hpp>
+#include <dtlspp/detail/admission.hpp>
 #include <dtlspp/error.hpp>
 #include <dtlspp/trace.hpp>
 
@@ -99,22 +100,6 @@ struct endpoint_counters {
 // plaintext + 2048 expansion, RFC 6347 §4.1) plus its header. Anything
 // bigger cannot be valid DTLS 1.2 and is dropped as oversized.
 inline constexpr std::size_t max_datagram_in = max_udp_payload_limit + record_header_size;
-
-// Every suite dtlspp offers is an AEAD, so every protected record carries at
-// least the cipher's explicit nonce and tag: 8 + 16 bytes for AES-GCM, 16
-// for ChaCha20-Poly1305 (RFC 5288 §3, RFC 7905 §2). Until a backend can say
-// which suite was negotiated, the larger of the two is the bound.
-inline constexpr std::size_t largest_aead_expansion = 24;
-// RFC 6347 §4.1 / RFC 5246 §6.2.1: a plaintext record carries at most 2^14
-// bytes.
-inline constexpr std::size_t max_plaintext_record = 16384;
-// The longest handshake message dtlspp lets a stack start reassembling. The
-// largest real one is a Certificate: a few KiB for usual chains, and
-// mbedTLS reads none above 16 KiB (MBEDTLS_SSL_IN_CONTENT_LEN). OpenSSL
-// abandons a handshake without an alert on a fragment that claims more
-// than its own limit (dtls1_reassemble_fragment), so a forged claim of
-// 16 MB would end a handshake silently.
-inline constexpr std::size_t max_handshake_message = 65536;
 
 // Called with every datagram in and out, e.g. describe_datagram for a
 // capture-like log, or a pcap_writer.
@@ -317,79 +302,26 @@ private:
         io_.now = now;
     }
 
-    // The pre-filter: the stack only ever sees well-framed DTLS 1.2 records
-    // of epoch 0 or 1 whose lengths a valid record can have. Why each rule:
-    // - OpenSSL 3.0 fails the whole association, with an alert, on a
-    //   protected record shorter than its AEAD's explicit nonce + tag (the
-    //   TLS AAD control refuses it and tls1_enc() raises SSLfatal instead of
-    //   dropping it; compare openssl/openssl#25290). Anyone who can spoof
-    //   the peer's address could end every association with one datagram,
-    //   so such records never reach any stack;
-    // - a record longer than its epoch allows (2^14 bytes of plaintext, plus
-    //   the cipher's expansion when protected) is one a stack may answer
-    //   with a fatal record_overflow (RFC 5246 §6.2.1-6.2.3) rather than drop;
-    // - heartbeat (RFC 6520) is never negotiated: nothing of that type is
-    //   valid;
-    // - an empty fragment of a non-empty handshake message is taken by
-    //   OpenSSL 3.0 for the whole message (dtls_get_reassembled_message
-    //   reassembles only when 0 < frag_len < length) and fails the
-    //   handshake; a fragment claiming a message over
-    //   max_handshake_message makes it abandon the handshake silently;
-    // - once open, a plaintext alert or application data record cannot
-    //   come from the peer (both are protected after ChangeCipherSpec,
-    //   RFC 5246 §6.2.3): the stacks ignore them, dtlspp counts them.
-    // A datagram with one such record is dropped whole: a genuine peer
-    // never sends one, and a forged datagram carries nothing of the peer's.
+    // The pre-filter (detail/admission.hpp says each rule and why): the
+    // stack only ever sees well-framed DTLS 1.2 records of epoch 0 or 1
+    // whose lengths and contents a valid peer can send.
     bool admit(std::span<const std::byte> datagram)
     {
         if (datagram.size() > max_datagram_in) {
             ++counters_.dropped_oversized;
             return false;
         }
-        // With an AEAD a protected record is exactly its plaintext plus the
-        // expansion; with no suite known yet, RFC 6347 §4.1's 2^14 + 2048
-        // bounds TLSCiphertext.length.
-        const std::size_t shortest_protected = minimum_protected_record();
-        const std::size_t largest_expansion = protected_minimum_ != 0 ? protected_minimum_ : 2048;
-        bool wrong_epoch = false;
-        bool bad_length = false;
-        bool unexpected_type = false;
-        bool change_cipher_spec = false;
-        bool bad_fragment = false;
-        const auto parsed = parse_datagram(datagram, [&](const record_view& r) {
-            if (r.epoch > 1) wrong_epoch = true;
-            if (r.type == content_type::heartbeat) unexpected_type = true;
-            const auto length = r.payload.size();
-            if (r.is_encrypted() ? length < shortest_protected || length > max_plaintext_record + largest_expansion
-                                 : length > max_plaintext_record)
-                bad_length = true;
-            if (r.type == content_type::change_cipher_spec) change_cipher_spec = true;
-            if (r.is_encrypted()) return;
-            if (state_ == endpoint_state::open &&
-                (r.type == content_type::alert || r.type == content_type::application_data))
-                wrong_epoch = true;
-            for (const auto& fragment : r.fragments())
-                if ((fragment.fragment_length == 0 && fragment.length != 0) ||
-                    fragment.length > max_handshake_message)
-                    bad_fragment = true;
-        });
-        if (!parsed.ok() || bad_fragment) {
-            ++counters_.dropped_malformed;
-            return false;
+        const std::size_t shortest = minimum_protected_record();
+        const auto verdict = detail::judge_datagram(
+            datagram, {shortest, protected_minimum_, state_ == endpoint_state::open});
+        switch (verdict.drop) {
+        case detail::drop_reason::none: break;
+        case detail::drop_reason::malformed: ++counters_.dropped_malformed; return false;
+        case detail::drop_reason::wrong_epoch: ++counters_.dropped_wrong_epoch; return false;
+        case detail::drop_reason::unexpected_type: ++counters_.dropped_unexpected_type; return false;
+        case detail::drop_reason::bad_length: ++counters_.dropped_bad_length; return false;
         }
-        if (wrong_epoch) {
-            ++counters_.dropped_wrong_epoch;
-            return false;
-        }
-        if (unexpected_type) {
-            ++counters_.dropped_unexpected_type;
-            return false;
-        }
-        if (bad_length) {
-            ++counters_.dropped_bad_length;
-            return false;
-        }
-        if (change_cipher_spec) peer_changed_cipher_ = true;
+        if (verdict.change_cipher_spec) peer_changed_cipher_ = true;
         if (state_ == endpoint_state::handshaking && settings().role == role::client)
             parse_datagram(datagram, [&](const record_view& r) { notice_plaintext(r); });
         return true;

@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: MIT
+// The endpoint's admission rules: which received datagrams a stack may see.
+// Written once for every backend, from the wire alone (trace.hpp's parser),
+// so a record no valid peer can send is dropped, and counted, before any
+// stack sees it in a form that could end an association. Why each rule:
+// - OpenSSL 3.0 fails the whole association, with an alert, on a
+//   protected record shorter than its AEAD's explicit nonce + tag (the TLS
+//   AAD control refuses it and tls1_enc() raises SSLfatal instead of
+//   dropping it; compare openssl/openssl#25290). Anyone who can spoof the
+//   peer's address could end every association with one datagram;
+// - a record longer than its epoch allows (2^14 bytes of plaintext, plus
+//   the cipher's expansion when protected) is one a stack may answer with a
+//   fatal record_overflow (RFC 5246 §6.2.1-6.2.3) rather than drop;
+// - epochs above 1 cannot exist: dtlspp never renegotiates;
+// - heartbeat (RFC 6520) is never negotiated: nothing of that type is valid;
+// - an empty fragment of a non-empty handshake message is taken by OpenSSL
+//   3.0 for the whole message (dtls_get_reassembled_message reassembles only
+//   when 0 < frag_len < length) and fails the handshake; a fragment claiming
+//   a message over max_handshake_message makes it abandon the handshake
+//   without an alert (dtls1_reassemble_fragment);
+// - once open, a plaintext alert or application data record cannot come
+//   from the peer (both are protected after ChangeCipherSpec, RFC 5246
+//   §6.2.3): the stacks ignore them, dtlspp counts them.
+// A datagram with one such record is dropped whole: a genuine peer never
+// sends one, and a forged datagram carries nothing of the peer's.
+#pragma once
+
+#include <dtlspp/trace.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+namespace dtlspp {
+
+// Every suite dtlspp offers is an AEAD, so every protected record carries at
+// least the cipher's explicit nonce and tag: 8 + 16 bytes for AES-GCM, 16
+// for ChaCha20-Poly1305 (RFC 5288 §3, RFC 7905 §2). Until a backend can say
+// which suite was negotiated, the larger of the two is the bound.
+inline constexpr std::size_t largest_aead_expansion = 24;
+// RFC 6347 §4.1 / RFC 5246 §6.2.1: a plaintext record carries at most 2^14
+// bytes.
+inline constexpr std::size_t max_plaintext_record = 16384;
+// The longest handshake message dtlspp lets a stack start reassembling. The
+// largest real one is a Certificate: a few KiB for usual chains, and
+// mbedTLS reads none above 16 KiB (MBEDTLS_SSL_IN_CONTENT_LEN). OpenSSL
+// abandons a handshake without an alert on a fragment that claims more
+// than its own limit (dtls1_reassemble_fragment), so a forged claim of
+// 16 MB would end a handshake silently.
+inline constexpr std::size_t max_handshake_message = 65536;
+
+} // namespace dtlspp
+
+namespace dtlspp::detail {
+
+enum class drop_reason { none, malformed, wrong_epoch, unexpected_type, bad_length };
+
+struct admission_limits {
+    std::size_t shortest_protected = largest_aead_expansion; // the cipher's expansion, or the bound for all
+    std::size_t known_expansion = 0;                         // 0 while the suite is not known for good
+    bool open = false;                                       // the association is open
+};
+
+struct admission_verdict {
+    drop_reason drop = drop_reason::none;
+    bool change_cipher_spec = false; // the peer's ChangeCipherSpec is in it
+};
+
+// The verdict on one datagram (at most max_datagram_in bytes). Drop
+// reasons are checked in the order of drop_reason.
+inline admission_verdict judge_datagram(std::span<const std::byte> datagram, const admission_limits& limits)
+{
+    // With an AEAD a protected record is exactly its plaintext plus the
+    // expansion; with no suite known yet, RFC 6347 §4.1's 2^14 + 2048
+    // bounds TLSCiphertext.length.
+    const std::size_t largest_expansion = limits.known_expansion != 0 ? limits.known_expansion : 2048;
+    bool wrong_epoch = false;
+    bool bad_length = false;
+    bool unexpected_type = false;
+    bool bad_fragment = false;
+    admission_verdict verdict;
+    const auto parsed = parse_datagram(datagram, [&](const record_view& r) {
+        if (r.epoch > 1) wrong_epoch = true;
+        if (r.type == content_type::heartbeat) unexpected_type = true;
+        const auto length = r.payload.size();
+        if (r.is_encrypted() ? length < limits.shortest_protected || length > max_plaintext_record + largest_expansion
+                             : length > max_plaintext_record)
+            bad_length = true;
+        if (r.type == content_type::change_cipher_spec) verdict.change_cipher_spec = true;
+        if (r.is_encrypted()) return;
+        if (limits.open && (r.type == content_type::alert || r.type == content_type::application_data))
+            wrong_epoch = true;
+        for (const auto& fragment : r.fragments())
+            if ((fragment.fragment_length == 0 && fragment.length != 0) || fragment.length > max_handshake_message)
+                bad_fragment = true;
+    });
+    if (!parsed.ok() || bad_fragment) verdict.drop = drop_reason::malformed;
+    else if (wrong_epoch) verdict.drop = drop_reason::wrong_epoch;
+    else if (unexpected_type) verdict.drop = drop_reason::unexpected_type;
+    else if (bad_length) verdict.drop = drop_reason::bad_length;
+    return verdict;
+}
+
+} // namespace dtlspp::detail
