@@ -402,7 +402,12 @@ void sweep_every_allocation(const credentials& with, std::chrono::seconds budget
     const auto affordable = std::max<std::size_t>(1, static_cast<std::size_t>(budget / (4 * one_run)));
     const std::size_t stride = std::max<std::size_t>(1, (total + affordable - 1) / affordable);
     run_report report;
-    for (std::size_t nth = 1; nth <= total; nth += stride) run_with_failed_allocation<Backend>(with, nth, report);
+    for (std::size_t nth = 1; nth <= total; nth += stride) {
+        // A crash then names the allocation that was failed (Boost.Test
+        // prints the last checkpoint with the signal).
+        BOOST_TEST_CHECKPOINT(Backend::name << ", " << with.name << ": failing allocation " << nth << " of " << total);
+        run_with_failed_allocation<Backend>(with, nth, report);
+    }
     BOOST_TEST_MESSAGE(Backend::name << ", " << with.name << ": " << total << " allocations in a complete run; failed each "
                                      << (stride == 1 ? std::string("one") : std::to_string(stride) + "th one")
                                      << ": " << report.summary());
