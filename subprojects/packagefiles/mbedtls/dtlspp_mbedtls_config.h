@@ -30,8 +30,9 @@
 
 /* Key exchanges: the ones dtlspp's cipher suites use (ECDHE with ECDSA or
  * RSA certificates, plain PSK, ECDHE-PSK) stay. The others have no forward
- * secrecy (static RSA, fixed ECDH) or use finite-field DH, which nothing in
- * dtlspp offers; leaving them out shrinks the ClientHello and the code. */
+ * secrecy (RSA key transport, with or without PSK, and fixed ECDH) or use
+ * finite-field DH, which no dtlspp cipher suite uses; leaving them out
+ * shrinks the ClientHello and the code. */
 #undef MBEDTLS_KEY_EXCHANGE_RSA_ENABLED
 #undef MBEDTLS_KEY_EXCHANGE_DHE_RSA_ENABLED
 #undef MBEDTLS_KEY_EXCHANGE_DHE_PSK_ENABLED
