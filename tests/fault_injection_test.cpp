@@ -422,7 +422,10 @@ void sweep_every_allocation(const credentials& with, std::chrono::seconds budget
 BOOST_AUTO_TEST_CASE(an_openssl_cookie_that_cannot_be_computed_is_never_made_and_never_verifies)
 {
     BOOST_REQUIRE(openssl_allocator_installed);
-    const detail::openssl::cookie_factory cookies(std::vector<std::uint8_t>(32, 0x5a), 60s);
+    config c;
+    c.role = role::server;
+    c.cookie_secret.assign(32, 0x5a);
+    const detail::cookie_factory cookies(c, &detail::openssl::hmac_sha256, {});
     const std::array<std::byte, 6> peer{std::byte{127}, std::byte{0}, std::byte{0}, std::byte{1}, std::byte{0x9c},
                                         std::byte{0x41}};
     const auto good = cookies.make(peer);
@@ -431,7 +434,7 @@ BOOST_AUTO_TEST_CASE(an_openssl_cookie_that_cannot_be_computed_is_never_made_and
     {
         armed_scope every_allocation_fails(openssl_allocations, 1, true);
         BOOST_TEST(!cookies.make(peer).has_value());
-        const detail::openssl::cookie_factory::cookie zero{};
+        const detail::cookie_value zero{};
         BOOST_TEST(!cookies.verify(peer, zero));
         BOOST_TEST(!cookies.verify(peer, *good));
         BOOST_TEST(openssl_allocations.failed > 0u);

@@ -292,7 +292,8 @@ bool is_hex(std::string_view text)
 BOOST_AUTO_TEST_CASE(name_and_version)
 {
     BOOST_TEST(B::name == "mbedtls");
-    BOOST_TEST(B::version().find("2.28") != std::string::npos, B::version());
+    // The version the headers are from is the one linked.
+    BOOST_TEST(B::version().find(MBEDTLS_VERSION_STRING) != std::string::npos, B::version());
 }
 
 BOOST_AUTO_TEST_CASE(x509_handshake_with_cookie_exchange_and_echo)
@@ -649,19 +650,26 @@ BOOST_AUTO_TEST_CASE(investigation_mtu_drops_to_508_after_two_retransmissions)
     BOOST_TEST(largest_third <= 508u);
 }
 
-BOOST_AUTO_TEST_CASE(investigation_client_hello_is_never_fragmented)
+BOOST_AUTO_TEST_CASE(investigation_a_long_client_hello_is_refused_on_2_28_and_fragmented_on_3_6)
 {
     // The 2.28 client sends its ClientHello whole whatever the MTU; the
     // adapter refuses a datagram above max_udp_payload rather than send it.
+    // 3.6 fragments it to the MTU like any other handshake message.
     auto client_config = x509_client();
     client_config.max_udp_payload = 256;
     for (int i = 0; i < 4; ++i) client_config.alpn.push_back(std::string(60, static_cast<char>('a' + i)));
     auto server_config = x509_server();
     harness h(client_config, server_config);
     h.start_client();
-    BOOST_TEST(h.client_step == dtlspp::step::failed);
-    BOOST_TEST((h.client->last_failure().code == errc::mtu_too_small), h.client->last_failure().what());
-    BOOST_TEST(h.to_server.empty());
+    if constexpr (dtlspp::detail::mbedtls::is_3x) {
+        BOOST_TEST(h.client_step == dtlspp::step::want_input, h.client->last_failure().what());
+        BOOST_TEST(h.to_server.size() >= 2u);
+        for (const auto& d : h.to_server) BOOST_TEST(d.size() <= 256u);
+    } else {
+        BOOST_TEST(h.client_step == dtlspp::step::failed);
+        BOOST_TEST((h.client->last_failure().code == errc::mtu_too_small), h.client->last_failure().what());
+        BOOST_TEST(h.to_server.empty());
+    }
 }
 
 BOOST_AUTO_TEST_CASE(investigation_fragmented_client_hello_is_dropped)
@@ -669,7 +677,11 @@ BOOST_AUTO_TEST_CASE(investigation_fragmented_client_hello_is_dropped)
     // Split a real ClientHello into two handshake fragments (RFC 6347
     // §4.2.3): record header 13 bytes, handshake header 12 bytes with
     // fragment_offset and fragment_length. The 2.28 server refuses both
-    // ("ClientHello fragmentation not supported").
+    // ("ClientHello fragmentation not supported"). 3.6.6 can reassemble a
+    // fragmented ClientHello (its ChangeLog), but the listener keeps nothing
+    // before a cookie verifies: it resets after every offer it drops, so on
+    // both versions each fragment is dropped here. server<> reassembles in
+    // front of the stack instead (detail/hello_reassembly.hpp).
     harness h(x509_client(), x509_server());
     h.start_client();
     BOOST_REQUIRE_EQUAL(h.to_server.size(), 1u);

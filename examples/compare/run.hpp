@@ -127,8 +127,8 @@ run_result run_one(const run_settings& settings, const run_spec& spec)
     using namespace std::chrono;
     run_result result;
     detail::run_clock time;
-    time.is_virtual = settings.virtual_clock && C::name != std::string_view("openssl") &&
-                      S::name != std::string_view("openssl");
+    time.is_virtual = settings.virtual_clock && C::traits.timers == dtlspp::timer_clock::caller &&
+                      S::traits.timers == dtlspp::timer_clock::caller;
     result.virtual_clock = time.is_virtual;
 
     dtlspp::impaired_link link(spec.seed);

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -94,6 +95,25 @@ struct config {
     // How often the cookie secret rotates (a cookie stays valid for up to
     // two periods).
     std::chrono::seconds cookie_lifetime{60};
+    // The clock cookies read (detail/cookie.hpp). Servers that share
+    // cookie_secret must read clocks that agree to well within
+    // cookie_lifetime, as wall clocks do; empty means the system clock. Tests
+    // give a virtual clock to watch cookies expire.
+    std::function<std::chrono::system_clock::time_point()> cookie_clock;
+    // Fills the span with secret random bytes and returns true, or returns
+    // false. Draws the cookie secret when cookie_secret is empty. Empty means
+    // the stack's own generator (OpenSSL's RAND_bytes, mbedTLS's CTR_DRBG).
+    std::function<bool(std::span<std::uint8_t>)> random_source;
+
+    // Connection ID (RFC 9146): when set, this side asks its peer to put a
+    // Connection ID of this many bytes (0 to 32) in every record it sends
+    // here, and uses the one its peer asks for. A server then finds an
+    // association by its Connection ID, so it survives the client's address
+    // or port changing (NAT rebinding). Negotiated only where both stacks
+    // support it (backend_traits::connection_id); otherwise the handshake
+    // completes without. Use at least 4 bytes on a server: its Connection IDs
+    // are drawn at random and a collision refuses the new association.
+    std::optional<std::size_t> connection_id;
 
     // ALPN protocol names offered (clients) or accepted (servers).
     std::vector<std::string> alpn;
@@ -119,6 +139,11 @@ inline constexpr std::size_t min_udp_payload = 256;
 // record exceeds 2^14 bytes of plaintext plus expansion, so larger values only
 // hide fragmentation in the IP layer.
 inline constexpr std::size_t max_udp_payload_limit = 16384 + 2048;
+
+// The longest Connection ID dtlspp asks for (RFC 9146 allows 255; the
+// stacks that implement it cap it lower, mbedTLS at MBEDTLS_SSL_CID_IN_LEN_MAX,
+// 32 by default).
+inline constexpr std::size_t max_connection_id_length = 32;
 
 // Checks what can be checked without the backend: presence, ranges and
 // consistency. Backends add their own checks (can the PEM be parsed, does the
@@ -180,6 +205,10 @@ inline failure validate(const config& c)
     if (!c.cookie_secret.empty() && c.cookie_secret.size() < 16)
         return bad("cookie_secret: shorter than 16 bytes");
     if (c.cookie_lifetime.count() <= 0) return bad("cookie_lifetime: must be positive");
+
+    if (c.connection_id && *c.connection_id > max_connection_id_length)
+        return bad("connection_id: " + std::to_string(*c.connection_id) + " bytes; at most " +
+                   std::to_string(max_connection_id_length));
 
     for (const auto& protocol : c.alpn)
         if (protocol.empty() || protocol.size() > 255)

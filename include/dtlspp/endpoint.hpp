@@ -22,6 +22,7 @@
 #include <dtlspp/backend/concept.hpp>
 #include <dtlspp/config.hpp>
 #include <dtlspp/detail/admission.hpp>
+#include <dtlspp/detail/checks.hpp>
 #include <dtlspp/error.hpp>
 #include <dtlspp/trace.hpp>
 
@@ -124,10 +125,7 @@ public:
     static std::optional<endpoint> connect(std::shared_ptr<context_type> ctx, time_point now, failure& f,
                                            trace_hook trace = {})
     {
-        if (ctx->settings().role != role::client) {
-            f = make_failure(errc::config_invalid, "role: connect needs a client config");
-            return std::nullopt;
-        }
+        if ((f = detail::check_role(ctx->settings(), role::client, "connect"))) return std::nullopt;
         auto s = Backend::connect(*ctx, f);
         if (!s) return std::nullopt;
         endpoint e(std::move(ctx), std::move(*s), now);
@@ -214,15 +212,11 @@ public:
     {
         bind(now);
         ec.clear();
-        if (state_ != endpoint_state::open) {
-            ec = make_error_code(errc::not_open);
-            return;
-        }
-        const auto limit = session_.max_record_payload();
-        if (data.size() > limit) {
-            // Refuse rather than let the stack build a datagram over the MTU
-            // (OpenSSL would) or split the message (mbedTLS would not).
-            ec = make_error_code(errc::message_too_large);
+        // Refuse rather than let the stack build a datagram over the MTU
+        // (OpenSSL would) or split the message (mbedTLS would not).
+        if (const auto refusal = detail::check_write(state_ == endpoint_state::open, data.size(),
+                                                     state_ == endpoint_state::open ? session_.max_record_payload() : 0)) {
+            ec = refusal.code;
             return;
         }
         if (session_.write(io_, data) == step::failed) {

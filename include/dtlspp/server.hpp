@@ -20,6 +20,7 @@
 #include <dtlspp/backend/concept.hpp>
 #include <dtlspp/config.hpp>
 #include <dtlspp/detail/hello_reassembly.hpp>
+#include <dtlspp/detail/checks.hpp>
 #include <dtlspp/endpoint.hpp>
 #include <dtlspp/error.hpp>
 #include <dtlspp/trace.hpp>
@@ -142,10 +143,7 @@ public:
 
     static std::optional<server> create(const config& c, server_settings settings, failure& f)
     {
-        if (c.role != role::server) {
-            f = make_failure(errc::config_invalid, "role: a server needs role::server");
-            return std::nullopt;
-        }
+        if ((f = detail::check_role(c, role::server, "a server"))) return std::nullopt;
         if (settings.max_sessions == 0) {
             f = make_failure(errc::config_invalid, "max_sessions: must be at least 1");
             return std::nullopt;
@@ -159,10 +157,7 @@ public:
     static std::optional<server> create(std::shared_ptr<typename Backend::context> ctx, server_settings settings,
                                         failure& f)
     {
-        if (ctx->settings().role != role::server) {
-            f = make_failure(errc::config_invalid, "role: a server needs role::server");
-            return std::nullopt;
-        }
+        if ((f = detail::check_role(ctx->settings(), role::server, "a server"))) return std::nullopt;
         // Both create() overloads come here.
         if (settings.fragmented_hello_slots == 0) {
             f = make_failure(errc::config_invalid, "fragmented_hello_slots: must be at least 1");

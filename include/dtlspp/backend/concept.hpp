@@ -14,6 +14,7 @@
 // | expression                    | result                          | meaning                                        |
 // |-------------------------------|---------------------------------|------------------------------------------------|
 // | B::name                       | std::string_view                | "openssl", "mbedtls"                           |
+// | B::traits                     | backend_traits                  | what the stack can do (below)                  |
 // | B::version()                  | std::string                     | the stack's version string                     |
 // | B::make_context(cfg, f)       | std::shared_ptr<B::context>     | credentials, verification, ciphers; null + f on error |
 // | ctx.settings()                | const config&                   | the config it was built from                   |
@@ -31,6 +32,11 @@
 // | s.max_record_payload()        | std::size_t                     | largest write that fits one datagram           |
 // | s.record_expansion()          | std::size_t                     | bytes the negotiated cipher adds to a record body (AEAD nonce + tag); 0 while unknown |
 // | s.cipher_suite()              | std::string                     | negotiated suite (IANA name where known)       |
+// | s.connection_ids()            | connection_ids                  | the negotiated Connection IDs (RFC 9146), if any |
+//
+// Callers check the role, the association's state and the message size
+// before calling (detail/checks.hpp holds those checks, once); a backend does
+// not repeat them.
 #pragma once
 
 #include <dtlspp/config.hpp>
@@ -120,6 +126,35 @@ struct read_result {
 
 enum class timeout_result { nothing_due, retransmitted, failed };
 
+// Which clock a stack's retransmission timers read.
+enum class timer_clock {
+    caller,     // datagram_io::now: the stack runs on any clock, a virtual one included
+    wall_clock, // the stack's own clock (OpenSSL's gettimeofday): virtual time does not move it
+};
+
+// The DTLS versions a stack can speak.
+struct dtls_versions {
+    bool dtls_1_2 = true;
+    bool dtls_1_3 = false;
+};
+
+// What a backend can do, known at compile time, so code that depends on it
+// asks the trait rather than the stack's name.
+struct backend_traits {
+    timer_clock timers = timer_clock::caller;
+    bool connection_id = false; // negotiates RFC 9146 Connection IDs
+    dtls_versions versions{};
+};
+
+// The Connection IDs of an association (RFC 9146 §3): `own` is the one the
+// peer puts in the records it sends us, `peer` the one we put in ours. Either
+// may be empty while negotiated (a side may ask for a zero-length one).
+struct connection_ids {
+    bool negotiated = false;
+    std::vector<std::byte> own;
+    std::vector<std::byte> peer;
+};
+
 enum class listen_result {
     dropped,            // not a ClientHello, or unusable: nothing sent, nothing kept
     hello_verify_sent,  // cookieless or stale cookie: HelloVerifyRequest queued, nothing kept
@@ -134,6 +169,7 @@ concept backend =
              typename B::listener& l, datagram_io& io, std::span<std::byte> buffer,
              std::span<const std::byte> data, failure& f) {
         { B::name } -> std::convertible_to<std::string_view>;
+        { B::traits } -> std::convertible_to<backend_traits>;
         { B::version() } -> std::convertible_to<std::string>;
         { B::make_context(cfg, f) } -> std::same_as<std::shared_ptr<typename B::context>>;
         { std::as_const(ctx).settings() } -> std::same_as<const config&>;
@@ -151,6 +187,7 @@ concept backend =
         { cs.max_record_payload() } -> std::convertible_to<std::size_t>;
         { cs.record_expansion() } -> std::convertible_to<std::size_t>;
         { cs.cipher_suite() } -> std::convertible_to<std::string>;
+        { cs.connection_ids() } -> std::convertible_to<connection_ids>;
     };
 
 } // namespace dtlspp

@@ -1,5 +1,5 @@
 // dtlspp::mbedtls_backend: the backend contract (backend/concept.hpp) on
-// mbed TLS 2.28.
+// mbed TLS 2.28 and 3.6, the two LTS branches.
 //
 // One context is one mbedtls_ssl_config plus what it points to (DRBG,
 // certificates, key, cookie key, cipher suite and ALPN lists); sessions of
@@ -7,28 +7,27 @@
 // mbedtls_ssl_context at a fixed heap address (detail_io.hpp), because
 // mbedTLS keeps pointers to it in its callbacks.
 //
-// mbedTLS 2.28 has no getters for several things dtlspp reports (the
-// received alert, the handshake state), but its structs are public in the
-// 2.x series (3.x marks them MBEDTLS_PRIVATE). This adapter reads those
-// fields directly and says so where it does; porting it to 3.x means
-// replacing exactly those reads.
+// Neither version has getters for a few things dtlspp reports (the
+// received alert, the handshake state); the adapter reads those fields, and
+// every difference between 2.28 and 3.6 lives in mbedtls/detail_compat.hpp.
 #pragma once
 
 #include <dtlspp/backend/concept.hpp>
-#include <dtlspp/backend/mbedtls/detail_ip_san.hpp>
+#include <dtlspp/backend/mbedtls/detail_compat.hpp>
 #include <dtlspp/backend/mbedtls/detail_errors.hpp>
 #include <dtlspp/backend/mbedtls/detail_io.hpp>
+#include <dtlspp/backend/mbedtls/detail_ip_san.hpp>
 #include <dtlspp/config.hpp>
+#include <dtlspp/detail/checks.hpp>
+#include <dtlspp/detail/cookie.hpp>
+#include <dtlspp/detail/policy.hpp>
 #include <dtlspp/error.hpp>
 
 #include <mbedtls/ctr_drbg.h>
 #include <mbedtls/ecp.h>
 #include <mbedtls/entropy.h>
 #include <mbedtls/pk.h>
-#include <mbedtls/sha256.h>
 #include <mbedtls/ssl.h>
-#include <mbedtls/ssl_ciphersuites.h>
-#include <mbedtls/ssl_cookie.h>
 #include <mbedtls/version.h>
 #include <mbedtls/x509_crt.h>
 
@@ -45,16 +44,6 @@
 #include <utility>
 #include <vector>
 
-#if MBEDTLS_VERSION_NUMBER < 0x021C0000 || MBEDTLS_VERSION_NUMBER >= 0x03000000
-#error "dtlspp's mbedtls backend is written for the mbed TLS 2.28 LTS API (3.x renamed and hid the fields it reads)"
-#endif
-#if !defined(MBEDTLS_SSL_PROTO_DTLS) || !defined(MBEDTLS_SSL_DTLS_HELLO_VERIFY) || !defined(MBEDTLS_SSL_COOKIE_C)
-#error "dtlspp needs mbed TLS built with MBEDTLS_SSL_PROTO_DTLS, MBEDTLS_SSL_DTLS_HELLO_VERIFY and MBEDTLS_SSL_COOKIE_C"
-#endif
-#if !defined(MBEDTLS_SSL_DTLS_ANTI_REPLAY) || !defined(MBEDTLS_SSL_EXPORT_KEYS) || !defined(MBEDTLS_SSL_ALPN)
-#error "dtlspp needs mbed TLS built with MBEDTLS_SSL_DTLS_ANTI_REPLAY, MBEDTLS_SSL_EXPORT_KEYS and MBEDTLS_SSL_ALPN"
-#endif
-
 namespace dtlspp {
 
 struct mbedtls_backend {
@@ -63,6 +52,9 @@ struct mbedtls_backend {
     class listener;
 
     static constexpr std::string_view name = "mbedtls";
+    // Timers run on datagram_io::now (mbedtls_ssl_set_timer_cb). Connection
+    // ID only on 3.x (detail_compat.hpp).
+    static constexpr backend_traits traits{timer_clock::caller, detail::mbedtls::has_connection_id, {true, false}};
 
     static std::string version();
     static std::shared_ptr<context> make_context(const config& cfg, failure& f);
@@ -84,43 +76,6 @@ inline std::string to_hex(const unsigned char* bytes, std::size_t length)
     return text;
 }
 
-// An f_rng for mbedtls_ssl_cookie_setup() that yields SHA-256(counter ||
-// cookie_secret) blocks. mbedtls_ssl_cookie_setup() has no "set key" call:
-// it draws its HMAC key from f_rng (ssl_cookie.h, "generate keys"), so a
-// deterministic generator is the only way to give every server behind a
-// load balancer the same cookie key.
-struct secret_stream {
-    std::span<const std::uint8_t> secret;
-    std::uint32_t counter = 0;
-
-    // Streams the hash through one mbedtls_sha256_context so that nothing
-    // allocates: an f_rng is called from C and must not throw.
-    static int generate(void* self, unsigned char* output, std::size_t length) noexcept
-    {
-        auto& stream = *static_cast<secret_stream*>(self);
-        while (length > 0) {
-            std::array<unsigned char, 4> counter_bytes{};
-            for (std::size_t i = 0; i < counter_bytes.size(); ++i)
-                counter_bytes[i] = static_cast<unsigned char>(stream.counter >> (8 * (3 - i)));
-            ++stream.counter;
-            std::array<unsigned char, 32> block{};
-            mbedtls_sha256_context sha;
-            mbedtls_sha256_init(&sha);
-            int ret = mbedtls_sha256_starts_ret(&sha, 0);
-            if (ret == 0) ret = mbedtls_sha256_update_ret(&sha, counter_bytes.data(), counter_bytes.size());
-            if (ret == 0) ret = mbedtls_sha256_update_ret(&sha, stream.secret.data(), stream.secret.size());
-            if (ret == 0) ret = mbedtls_sha256_finish_ret(&sha, block.data());
-            mbedtls_sha256_free(&sha);
-            if (ret != 0) return ret;
-            const auto take = std::min(length, block.size());
-            std::copy_n(block.begin(), take, output);
-            output += take;
-            length -= take;
-        }
-        return 0;
-    }
-};
-
 } // namespace detail::mbedtls
 
 // ---------------------------------------------------------------------------
@@ -135,14 +90,12 @@ public:
         mbedtls_x509_crt_init(&own_chain_);
         mbedtls_x509_crt_init(&trusted_);
         mbedtls_pk_init(&own_key_);
-        mbedtls_ssl_cookie_init(&cookies_);
         mbedtls_ssl_config_init(&conf_);
     }
     ~context()
     {
         // conf_ points at everything else, so it goes first.
         mbedtls_ssl_config_free(&conf_);
-        mbedtls_ssl_cookie_free(&cookies_);
         mbedtls_pk_free(&own_key_);
         mbedtls_x509_crt_free(&trusted_);
         mbedtls_x509_crt_free(&own_chain_);
@@ -159,13 +112,6 @@ private:
     friend struct mbedtls_backend;
     friend class mbedtls_backend::session;
     friend class mbedtls_backend::listener;
-
-    // Curves for ECDHE and for the peer's end-entity certificate
-    // (mbedtls_ssl_conf_curves, ssl.h). Left at its default, 2.28 offers
-    // every compiled-in curve largest first, so a 2.28 server picks
-    // secp521r1 against a 2.28 client, which doubles its CPU per handshake.
-    static constexpr std::array<mbedtls_ecp_group_id, 4> curves{
-        MBEDTLS_ECP_DP_CURVE25519, MBEDTLS_ECP_DP_SECP256R1, MBEDTLS_ECP_DP_SECP384R1, MBEDTLS_ECP_DP_NONE};
 
     static failure invalid(std::string what) { return make_failure(errc::config_invalid, std::move(what)); }
 
@@ -195,16 +141,16 @@ private:
         return {};
     }
 
-    static failure load_key(mbedtls_pk_context& key, const pem_source& source)
+    failure load_key(mbedtls_pk_context& key, const pem_source& source)
     {
         int ret = 0;
         if (!source.file.empty()) {
-            ret = mbedtls_pk_parse_keyfile(&key, source.file.c_str(), nullptr);
+            ret = detail::mbedtls::parse_key_file(key, source.file.c_str(), drbg_);
         } else {
             // Same NUL rule as certificates (pk.h: "keylen ... including
             // the terminating null byte for PEM data").
-            ret = mbedtls_pk_parse_key(&key, reinterpret_cast<const unsigned char*>(source.pem.c_str()),
-                                       source.pem.size() + 1, nullptr, 0);
+            ret = detail::mbedtls::parse_key(key, reinterpret_cast<const unsigned char*>(source.pem.c_str()),
+                                             source.pem.size() + 1, drbg_);
         }
         if (ret != 0) {
             const std::string where = source.file.empty() ? std::string("certificate.private_key")
@@ -214,14 +160,31 @@ private:
         return {};
     }
 
-    // mbedtls_ssl_export_keys_ext_t, called while the keys are derived.
     // The NSS key log line needs only the client random and the 48-byte
-    // master secret (RFC 5246 §8.1).
+    // master secret (RFC 5246 §8.1). The callback that delivers them changed
+    // in 3.0: per context (mbedtls_ssl_set_export_keys_cb) and typed by
+    // secret, where 2.28 has one per config (mbedtls_ssl_conf_export_keys_ext_cb).
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+    static void export_keys(void* self, mbedtls_ssl_key_export_type type, const unsigned char* secret,
+                            std::size_t secret_length, const unsigned char client_random[32], const unsigned char[32],
+                            mbedtls_tls_prf_types) noexcept
+    {
+        if (type != MBEDTLS_SSL_KEY_EXPORT_TLS12_MASTER_SECRET || secret_length != 48) return;
+        log_master_secret(*static_cast<context*>(self), secret, client_random);
+    }
+#else
     static int export_keys(void* self, const unsigned char* master_secret, const unsigned char*, std::size_t,
                            std::size_t, std::size_t, const unsigned char client_random[32], const unsigned char[32],
                            mbedtls_tls_prf_types) noexcept
     {
-        auto& ctx = *static_cast<context*>(self);
+        log_master_secret(*static_cast<context*>(self), master_secret, client_random);
+        return 0;
+    }
+#endif
+
+    static void log_master_secret(context& ctx, const unsigned char* master_secret,
+                                  const unsigned char* client_random) noexcept
+    {
         try {
             const auto line =
                 "CLIENT_RANDOM " + detail::mbedtls::to_hex(client_random, 32) + " " +
@@ -231,7 +194,37 @@ private:
             // A failing key log must not break the handshake, and an
             // exception must not unwind through mbedTLS's C frames.
         }
+    }
+
+    // The cookie callbacks of mbedtls_ssl_conf_dtls_cookies (ssl.h):
+    // dtlspp's own cookies (detail/cookie.hpp) instead of mbedTLS's
+    // ssl_cookie module, whose time is mbedtls_time() and whose key cannot
+    // be given.
+    static int write_cookie(void* self, unsigned char** position, unsigned char* end, const unsigned char* peer,
+                            std::size_t peer_length) noexcept
+    {
+        const auto& ctx = *static_cast<const context*>(self);
+        if (end < *position || static_cast<std::size_t>(end - *position) < detail::cookie_size)
+            return MBEDTLS_ERR_SSL_BUFFER_TOO_SMALL;
+        const auto value = ctx.cookies_->make(std::as_bytes(std::span(peer, peer_length)));
+        if (!value) return MBEDTLS_ERR_SSL_INTERNAL_ERROR;
+        std::copy(value->begin(), value->end(), *position);
+        *position += value->size();
         return 0;
+    }
+
+    static int check_cookie(void* self, const unsigned char* cookie, std::size_t cookie_length,
+                            const unsigned char* peer, std::size_t peer_length) noexcept
+    {
+        const auto& ctx = *static_cast<const context*>(self);
+        return ctx.cookies_->verify(std::as_bytes(std::span(peer, peer_length)), std::span(cookie, cookie_length)) ? 0
+                                                                                                                : -1;
+    }
+
+    // An RNG for config::random_source's default: the context's CTR_DRBG.
+    bool draw_random(std::span<std::uint8_t> out) noexcept
+    {
+        return mbedtls_ctr_drbg_random(&drbg_, out.data(), out.size()) == 0;
     }
 
     failure setup(const config& cfg)
@@ -245,6 +238,8 @@ private:
         server_ip_ = detail::mbedtls::parse_ip_literal(cfg.server_name);
         key_log_ = cfg.key_log;
 
+        if (const int ret = detail::mbedtls::initialise_crypto(); ret != 0)
+            return make_failure(errc::internal, "psa_crypto_init failed");
         static constexpr std::string_view personalization = "dtlspp mbedtls context";
         if (const int ret = mbedtls_ctr_drbg_seed(&drbg_, mbedtls_entropy_func, &entropy_,
                                                   reinterpret_cast<const unsigned char*>(personalization.data()),
@@ -259,9 +254,8 @@ private:
             return make_failure(errc::internal, "mbedtls_ssl_config_defaults: " + detail::mbedtls::error_text(ret));
         mbedtls_ssl_conf_rng(&conf_, mbedtls_ctr_drbg_random, &drbg_);
 
-        // DTLS 1.2 is TLS 1.2's record version, minor 3 (ssl.h: "(D)TLS 1.2").
-        mbedtls_ssl_conf_min_version(&conf_, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
-        mbedtls_ssl_conf_max_version(&conf_, MBEDTLS_SSL_MAJOR_VERSION_3, MBEDTLS_SSL_MINOR_VERSION_3);
+        detail::mbedtls::restrict_to_dtls_1_2(conf_);
+        detail::mbedtls::prefer_server_suite_order(conf_);
 
         switch (verification_) {
         case peer_verification::required: mbedtls_ssl_conf_authmode(&conf_, MBEDTLS_SSL_VERIFY_REQUIRED); break;
@@ -286,13 +280,15 @@ private:
         // association (ssl.h, mbedtls_ssl_conf_dtls_badmac_limit): any
         // limit lets whoever can spoof the peer's address kill it.
         mbedtls_ssl_conf_dtls_badmac_limit(&conf_, 0);
+#if defined(MBEDTLS_SSL_RENEGOTIATION)
         mbedtls_ssl_conf_renegotiation(&conf_, MBEDTLS_SSL_RENEGOTIATION_DISABLED);
+#endif
 #if defined(MBEDTLS_SSL_SESSION_TICKETS)
         // dtlspp never resumes, so the empty SessionTicket extension would
         // only make the ClientHello longer.
         mbedtls_ssl_conf_session_tickets(&conf_, MBEDTLS_SSL_SESSION_TICKETS_DISABLED);
 #endif
-        mbedtls_ssl_conf_curves(&conf_, curves.data());
+        detail::mbedtls::set_groups(conf_, detail::mbedtls::policy_groups.data());
 
         bool have_certificate = false;
         if (cfg.certificate) {
@@ -300,7 +296,7 @@ private:
                                     false))
                 return f;
             if (auto f = load_key(own_key_, cfg.certificate->private_key)) return f;
-            if (const int ret = mbedtls_pk_check_pair(&own_chain_.pk, &own_key_); ret != 0)
+            if (const int ret = detail::mbedtls::check_pair(own_chain_.pk, own_key_, drbg_); ret != 0)
                 return invalid("certificate.private_key: does not match the first certificate of "
                                "certificate.certificate_chain: " +
                                detail::mbedtls::error_text(ret));
@@ -321,31 +317,12 @@ private:
                 return invalid("psk: " + detail::mbedtls::error_text(ret));
         }
 
-        // Cipher suites: AEAD with forward secrecy first, and only those the
-        // credentials can complete. A server can only sign with its own key
-        // type; a client offers certificate suites unless it is PSK-only
-        // (a PSK and no CA to check a certificate with).
-        const bool ecdsa_key = have_certificate && mbedtls_pk_can_do(&own_key_, MBEDTLS_PK_ECDSA);
-        const bool rsa_key = have_certificate && mbedtls_pk_can_do(&own_key_, MBEDTLS_PK_RSA);
-        const bool client_uses_certificates = !cfg.psk || !cfg.trusted_ca.empty();
-        const bool offer_ecdsa = role_ == role::client ? client_uses_certificates : ecdsa_key;
-        const bool offer_rsa = role_ == role::client ? client_uses_certificates : rsa_key;
-        if (cfg.psk) ciphersuites_.push_back(MBEDTLS_TLS_ECDHE_PSK_WITH_CHACHA20_POLY1305_SHA256);
-        if (offer_ecdsa) {
-            ciphersuites_.push_back(MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256);
-            ciphersuites_.push_back(MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384);
-            ciphersuites_.push_back(MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256);
-        }
-        if (offer_rsa) {
-            ciphersuites_.push_back(MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256);
-            ciphersuites_.push_back(MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384);
-            ciphersuites_.push_back(MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256);
-        }
-        if (cfg.psk) {
-            ciphersuites_.push_back(MBEDTLS_TLS_PSK_WITH_AES_128_GCM_SHA256);
-            ciphersuites_.push_back(MBEDTLS_TLS_PSK_WITH_AES_256_GCM_SHA384);
-            ciphersuites_.push_back(MBEDTLS_TLS_PSK_WITH_CHACHA20_POLY1305_SHA256);
-        }
+        // The shared suite policy (detail/policy.hpp); mbedTLS's suite ids
+        // are the IANA numbers.
+        detail::server_key key;
+        key.ecdsa = have_certificate && mbedtls_pk_can_do(&own_key_, MBEDTLS_PK_ECDSA);
+        key.rsa = have_certificate && mbedtls_pk_can_do(&own_key_, MBEDTLS_PK_RSA);
+        for (const auto suite : detail::offered_suites(cfg, key)) ciphersuites_.push_back(suite);
         if (ciphersuites_.empty())
             return invalid("certificate: the private key is neither ECDSA nor RSA, so no offered suite can use it");
         ciphersuites_.push_back(0); // the list is zero-terminated (ssl.h)
@@ -359,23 +336,29 @@ private:
                 return invalid("alpn: " + detail::mbedtls::error_text(ret));
         }
 
+#if MBEDTLS_VERSION_NUMBER < 0x03000000
         if (key_log_) mbedtls_ssl_conf_export_keys_ext_cb(&conf_, &context::export_keys, this);
+#endif
+
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000 && defined(MBEDTLS_SSL_DTLS_CONNECTION_ID)
+        // The length of the CIDs we ask peers for; a record with another CID
+        // is dropped, not fatal (ssl.h, mbedtls_ssl_conf_cid). Without CID
+        // support config::connection_id is ignored: the handshake completes
+        // without one.
+        if (cfg.connection_id && detail::mbedtls::has_connection_id) {
+            if (const int ret = mbedtls_ssl_conf_cid(&conf_, *cfg.connection_id, MBEDTLS_SSL_UNEXPECTED_CID_IGNORE);
+                ret != 0)
+                return invalid("connection_id: " + detail::mbedtls::error_text(ret));
+            connection_id_length_ = cfg.connection_id;
+        }
+#endif
 
         if (role_ == role::server) {
-            int ret = 0;
-            if (cfg.cookie_secret.empty()) {
-                ret = mbedtls_ssl_cookie_setup(&cookies_, mbedtls_ctr_drbg_random, &drbg_);
-            } else {
-                detail::mbedtls::secret_stream stream{cfg.cookie_secret};
-                ret = mbedtls_ssl_cookie_setup(&cookies_, &detail::mbedtls::secret_stream::generate, &stream);
-            }
-            if (ret != 0) return make_failure(errc::internal, "mbedtls_ssl_cookie_setup: " + detail::mbedtls::error_text(ret));
-            // mbedTLS does not rotate the cookie key: each cookie carries
-            // its creation time and expires after this delay, measured on
-            // the wall clock (mbedtls_time, MBEDTLS_HAVE_TIME), not on
-            // datagram_io::now.
-            mbedtls_ssl_cookie_set_timeout(&cookies_, static_cast<unsigned long>(cfg.cookie_lifetime.count()));
-            mbedtls_ssl_conf_dtls_cookies(&conf_, mbedtls_ssl_cookie_write, mbedtls_ssl_cookie_check, &cookies_);
+            cookies_.emplace(cfg, &detail::mbedtls::hmac_sha256,
+                             [this](std::span<std::uint8_t> out) { return draw_random(out); });
+            if (!cookies_->usable())
+                return make_failure(errc::internal, "cookie_secret: no secret could be drawn for the cookies");
+            mbedtls_ssl_conf_dtls_cookies(&conf_, &context::write_cookie, &context::check_cookie, this);
         }
         return {};
     }
@@ -401,9 +384,38 @@ private:
         mbedtls_ssl_set_mtu(&state->ssl, static_cast<std::uint16_t>(max_udp_payload_));
         state->max_datagram = max_udp_payload_;
         state->timer_cap = settings_.max_retransmission_timeout;
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+        if (key_log_) mbedtls_ssl_set_export_keys_cb(&state->ssl, &context::export_keys, this);
+#endif
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000 && defined(MBEDTLS_SSL_DTLS_CONNECTION_ID)
+        if (connection_id_length_) {
+            // Our CID, drawn at random; mbedtls_ssl_session_reset keeps it,
+            // so a listener's context asks for the same one until accepted.
+            state->own_connection_id.resize(*connection_id_length_);
+            if (!state->own_connection_id.empty() &&
+                mbedtls_ctr_drbg_random(&drbg_, state->own_connection_id.data(), state->own_connection_id.size()) != 0) {
+                f = make_failure(errc::internal, "drawing a Connection ID failed");
+                return nullptr;
+            }
+            state->connection_id_enabled = true;
+            if (const int ret = mbedtls_ssl_set_cid(&state->ssl, MBEDTLS_SSL_CID_ENABLED, state->own_connection_id.data(),
+                                                    state->own_connection_id.size());
+                ret != 0) {
+                f = make_failure(errc::internal, "mbedtls_ssl_set_cid: " + detail::mbedtls::error_text(ret));
+                return nullptr;
+            }
+        }
+#endif
         if (role_ == role::client && server_ip_ && verification_ != peer_verification::none) {
             // An IP literal: checked by detail_ip_san.hpp, not by mbedTLS.
+            // 3.6 refuses to verify a certificate with no host name set
+            // unless told explicitly that none will be (ssl.h,
+            // mbedtls_ssl_set_hostname: NULL), which is the case here.
             mbedtls_ssl_set_verify(&state->ssl, &detail::mbedtls::verify_ip_address, &*server_ip_);
+            if (const int ret = mbedtls_ssl_set_hostname(&state->ssl, nullptr); ret != 0) {
+                f = make_failure(errc::internal, "mbedtls_ssl_set_hostname: " + detail::mbedtls::error_text(ret));
+                return nullptr;
+            }
         } else if (role_ == role::client && !server_name_.empty()) {
             // The SNI name, and the name the server's certificate must
             // carry when verification is on (ssl.h, mbedtls_ssl_set_hostname).
@@ -428,7 +440,8 @@ private:
     mbedtls_x509_crt own_chain_;
     mbedtls_x509_crt trusted_;
     mbedtls_pk_context own_key_;
-    mbedtls_ssl_cookie_ctx cookies_;
+    std::optional<detail::cookie_factory> cookies_; // servers only
+    std::optional<std::size_t> connection_id_length_;
     mbedtls_ssl_config conf_;
     std::vector<int> ciphersuites_;
     std::vector<std::string> alpn_names_;
@@ -456,7 +469,7 @@ public:
         if (peer_closed_) return {read_result::kind::closed, 0};
         detail::mbedtls::io_binding binding(*state_, io, io.output, true);
         auto& ssl = state_->ssl;
-        if (ssl.state != MBEDTLS_SSL_HANDSHAKE_OVER) {
+        if (!detail::mbedtls::handshake_over(ssl)) {
             const auto progress = run_handshake(binding);
             if (progress == step::failed) return {read_result::kind::failed, 0};
             if (progress == step::want_input) return {read_result::kind::want_input, 0};
@@ -498,16 +511,11 @@ public:
     {
         if (broken_) return step::failed;
         auto& ssl = state_->ssl;
-        if (closed_ || peer_closed_ || ssl.state != MBEDTLS_SSL_HANDSHAKE_OVER) {
-            failure_ = make_failure(errc::not_open, closed_ || peer_closed_ ? "the association is closed"
-                                                                              : "the handshake has not completed");
-            return step::failed;
-        }
-        const auto limit = max_record_payload();
-        if (data.size() > limit) {
-            failure_ = make_failure(errc::message_too_large,
-                                    std::to_string(data.size()) + " bytes; one record carries at most " +
-                                        std::to_string(limit) + " bytes at this max_udp_payload");
+        // The caller checked state and size (detail/checks.hpp); only a
+        // session mbedTLS would drive back into a handshake is refused here.
+        if (auto refusal = detail::check_write(!(closed_ || peer_closed_) && detail::mbedtls::handshake_over(ssl),
+                                               data.size(), max_record_payload())) {
+            failure_ = std::move(refusal);
             return step::failed;
         }
         detail::mbedtls::io_binding binding(*state_, io, io.output, true);
@@ -529,7 +537,7 @@ public:
         auto& state = *state_;
         if (!state.final_deadline || io.now < *state.final_deadline) return timeout_result::nothing_due;
         detail::mbedtls::io_binding binding(state, io, io.output, true);
-        if (state.ssl.state == MBEDTLS_SSL_HANDSHAKE_OVER) {
+        if (detail::mbedtls::handshake_over(state.ssl)) {
             // After the handshake mbedTLS cancels its timer
             // (mbedtls_ssl_handshake_wrapup) and resends its last flight
             // only when the peer's retransmission arrives (inside
@@ -567,7 +575,7 @@ public:
         auto& ssl = state_->ssl;
         // mbedtls_ssl_close_notify sends the alert only once the handshake
         // is over; before that there is nothing to close.
-        if (ssl.state != MBEDTLS_SSL_HANDSHAKE_OVER) return;
+        if (!detail::mbedtls::handshake_over(ssl)) return;
         detail::mbedtls::io_binding binding(*state_, io, io.output, true);
         if (const int ret = mbedtls_ssl_close_notify(&ssl); ret != 0 && ret != MBEDTLS_ERR_SSL_WANT_WRITE) fail(ret);
     }
@@ -580,15 +588,37 @@ public:
         return payload > 0 ? static_cast<std::size_t>(payload) : 0;
     }
 
-    // mbedtls_ssl_get_record_expansion() counts the record header plus the
-    // outgoing transform's expansion, or the header alone while no
-    // transform is active (ssl_msg.c); with AEAD suites the incoming
-    // transform expands alike.
+    // From the suite policy's table (detail/policy.hpp), the same answer
+    // for every stack; 0 before a suite is chosen.
     std::size_t record_expansion() const
     {
-        const int with_header = mbedtls_ssl_get_record_expansion(&state_->ssl);
-        constexpr int header = 13; // the DTLS 1.2 record header (RFC 6347 §4.1); no CID is negotiated
-        return with_header > header ? static_cast<std::size_t>(with_header - header) : 0;
+        const auto* suite = detail::find_suite(detail::mbedtls::chosen_suite(state_->ssl));
+        return suite ? detail::aead_expansion(suite->cipher) : 0;
+    }
+
+    dtlspp::connection_ids connection_ids() const
+    {
+        dtlspp::connection_ids ids;
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000 && defined(MBEDTLS_SSL_DTLS_CONNECTION_ID)
+        auto& ssl = const_cast<mbedtls_ssl_context&>(state_->ssl); // the getters take a non-const pointer
+        if (!detail::mbedtls::handshake_over(ssl) || !state_->connection_id_enabled)
+            return ids;
+        int enabled = MBEDTLS_SSL_CID_DISABLED;
+        std::array<unsigned char, MBEDTLS_SSL_CID_OUT_LEN_MAX> peer{};
+        std::size_t peer_length = 0;
+        // Reports disabled when both sides asked for an empty CID, which is
+        // the same as none (ssl.h, mbedtls_ssl_get_peer_cid).
+        if (mbedtls_ssl_get_peer_cid(&ssl, &enabled, peer.data(), &peer_length) != 0 ||
+            enabled != MBEDTLS_SSL_CID_ENABLED)
+            return ids;
+        ids.negotiated = true;
+        ids.peer.assign(reinterpret_cast<const std::byte*>(peer.data()),
+                        reinterpret_cast<const std::byte*>(peer.data()) + peer_length);
+        const auto& own = state_->own_connection_id;
+        ids.own.assign(reinterpret_cast<const std::byte*>(own.data()),
+                       reinterpret_cast<const std::byte*>(own.data()) + own.size());
+#endif
+        return ids;
     }
 
     std::string cipher_suite() const
@@ -638,18 +668,20 @@ private:
     {
         auto& ssl = state_->ssl;
         if (!check_sent_client_certificate_ || client_certificate_checked_) return mbedtls_ssl_handshake(&ssl);
-        while (ssl.state != MBEDTLS_SSL_HANDSHAKE_OVER) {
+        while (!detail::mbedtls::handshake_over(ssl)) {
             if (const int ret = mbedtls_ssl_handshake_step(&ssl); ret != 0) return ret;
-            if (ssl.state > MBEDTLS_SSL_CLIENT_CERTIFICATE && !client_certificate_checked_) {
+            if (detail::mbedtls::handshake_state(ssl) > MBEDTLS_SSL_CLIENT_CERTIFICATE && !client_certificate_checked_) {
                 client_certificate_checked_ = true;
-                const auto* negotiating = ssl.session_negotiate;
-                if (negotiating && negotiating->peer_cert && negotiating->verify_result != 0) {
+                // During the handshake mbedtls_ssl_get_verify_result reads
+                // the session in negotiation (ssl_tls.c).
+                const auto flags = mbedtls_ssl_get_verify_result(&ssl);
+                if (detail::mbedtls::peer_sent_certificate(ssl) && flags != 0 && flags != 0xFFFFFFFFu) {
                     // An alert that could not be sent (the send callback
                     // ran out of memory) only leaves the client to learn of
                     // the refusal from its deadline; the verification
                     // failure stays the reason reported here.
                     if (mbedtls_ssl_send_alert_message(&ssl, MBEDTLS_SSL_ALERT_LEVEL_FATAL,
-                                                       alert_for(negotiating->verify_result)) != 0)
+                                                       alert_for(flags)) != 0)
                         state_->callback_failure = nullptr;
                     return MBEDTLS_ERR_X509_CERT_VERIFY_FAILED;
                 }
@@ -695,22 +727,14 @@ private:
         const auto& ssl = state_->ssl;
         detail::mbedtls::failure_facts facts;
         facts.code = code;
-        facts.handshaking = ssl.state != MBEDTLS_SSL_HANDSHAKE_OVER;
-        const mbedtls_ssl_session* negotiated = ssl.session_negotiate ? ssl.session_negotiate : ssl.session;
-        if (negotiated) {
-            if (const auto* suite = mbedtls_ssl_ciphersuite_from_id(negotiated->ciphersuite))
-                facts.psk_suite = mbedtls_ssl_ciphersuite_uses_psk(suite) != 0;
-        }
+        facts.handshaking = !detail::mbedtls::handshake_over(ssl);
+        if (const auto* suite = detail::find_suite(detail::mbedtls::chosen_suite(ssl)))
+            facts.psk_suite = suite->exchange == detail::key_exchange::psk ||
+                              suite->exchange == detail::key_exchange::ecdhe_psk;
         // mbedtls_ssl_get_verify_result returns all bits set when there is
         // no session to ask (ssl.h); that is "no result", not a failure.
         if (const auto flags = mbedtls_ssl_get_verify_result(&ssl); flags != 0xFFFFFFFFu) facts.verify_flags = flags;
-        // 2.28 has no getter for the alert it received: on
-        // MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE the alert record is still the
-        // current message, level in in_msg[0], description in in_msg[1]
-        // (ssl_msg.c, mbedtls_ssl_handle_message_type).
-        if (code == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE && ssl.in_msg && ssl.in_msgtype == MBEDTLS_SSL_MSG_ALERT &&
-            ssl.in_msglen >= 2)
-            facts.alert = ssl.in_msg[1];
+        if (code == MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE) facts.alert = detail::mbedtls::received_alert(ssl);
         failure_ = detail::mbedtls::map_failure(facts);
     }
 
@@ -764,7 +788,8 @@ public:
                     // mbedtls_ssl_handshake: reset before the next one).
                     result = listen_result::hello_verify_sent;
                 } else if ((ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) &&
-                           ssl.state >= MBEDTLS_SSL_CLIENT_CERTIFICATE && ssl.state < MBEDTLS_SSL_HANDSHAKE_OVER &&
+                           detail::mbedtls::handshake_state(ssl) >= MBEDTLS_SSL_CLIENT_CERTIFICATE &&
+                           !detail::mbedtls::handshake_over(ssl) &&
                            !staging_.empty()) {
                     // The cookie verified, the server flight up to
                     // ServerHelloDone was written and mbedTLS now waits for
@@ -851,10 +876,7 @@ inline std::shared_ptr<mbedtls_backend::context> mbedtls_backend::make_context(c
 
 inline std::optional<mbedtls_backend::session> mbedtls_backend::connect(context& ctx, failure& f)
 {
-    if (ctx.role_ != role::client) {
-        f = make_failure(errc::config_invalid, "role: connect() needs a client config");
-        return std::nullopt;
-    }
+    if ((f = detail::check_role(ctx.settings_, role::client, "connect"))) return std::nullopt;
     auto state = ctx.make_state(f);
     if (!state) return std::nullopt;
     return session(std::move(state), false);
@@ -862,10 +884,7 @@ inline std::optional<mbedtls_backend::session> mbedtls_backend::connect(context&
 
 inline std::optional<mbedtls_backend::listener> mbedtls_backend::make_listener(context& ctx, failure& f)
 {
-    if (ctx.role_ != role::server) {
-        f = make_failure(errc::config_invalid, "role: make_listener() needs a server config");
-        return std::nullopt;
-    }
+    if ((f = detail::check_role(ctx.settings_, role::server, "make_listener"))) return std::nullopt;
     auto state = ctx.make_state(f);
     if (!state) return std::nullopt;
     return listener(ctx.shared_from_this(), std::move(state));

@@ -14,20 +14,25 @@
 //   DTLSv1_handle_timeout when that is over. DTLS_set_timer_cb sets the
 //   initial timeout (OpenSSL's own default is 1 s, fixed) and the cap;
 // - stateless cookies through DTLSv1_listen on one listener SSL object per
-//   server, with dtlspp's HMAC cookies (openssl/cookie.hpp).
+//   server, with dtlspp's cookies (detail/cookie.hpp), the same on every
+//   stack.
 #pragma once
 
 #include <dtlspp/backend/concept.hpp>
 #include <dtlspp/backend/openssl/bio.hpp>
-#include <dtlspp/backend/openssl/cookie.hpp>
 #include <dtlspp/config.hpp>
 #include <dtlspp/detail/alerts.hpp>
+#include <dtlspp/detail/checks.hpp>
+#include <dtlspp/detail/cookie.hpp>
+#include <dtlspp/detail/policy.hpp>
 #include <dtlspp/error.hpp>
 
 #include <openssl/bio.h>
 #include <openssl/err.h>
+#include <openssl/hmac.h>
 #include <openssl/opensslv.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
@@ -121,10 +126,68 @@ inline bool pem_ended_cleanly()
     return false;
 }
 
+// HMAC-SHA256 for the cookies. HMAC() returns NULL on failure (hmac.h);
+// the length must also be SHA-256's, or part of the output would be stale.
+inline bool hmac_sha256(std::span<const std::uint8_t> key, std::span<const std::uint8_t> message,
+                        std::span<std::uint8_t, 32> out) noexcept
+{
+    unsigned int length = 0;
+    return HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), message.data(), message.size(), out.data(),
+                &length) != nullptr &&
+           length == out.size();
+}
+
+inline bool random_bytes(std::span<std::uint8_t> out) noexcept
+{
+    return RAND_bytes(out.data(), static_cast<int>(out.size())) == 1;
+}
+
+// The policy's suites (detail/policy.hpp) by OpenSSL's names.
+constexpr const char* suite_name(std::uint16_t iana) noexcept
+{
+    switch (iana) {
+    case 0xCCAC: return "ECDHE-PSK-CHACHA20-POLY1305";
+    case 0xC02B: return "ECDHE-ECDSA-AES128-GCM-SHA256";
+    case 0xC02F: return "ECDHE-RSA-AES128-GCM-SHA256";
+    case 0xC02C: return "ECDHE-ECDSA-AES256-GCM-SHA384";
+    case 0xC030: return "ECDHE-RSA-AES256-GCM-SHA384";
+    case 0xCCA9: return "ECDHE-ECDSA-CHACHA20-POLY1305";
+    case 0xCCA8: return "ECDHE-RSA-CHACHA20-POLY1305";
+    case 0x00A8: return "PSK-AES128-GCM-SHA256";
+    case 0x00A9: return "PSK-AES256-GCM-SHA384";
+    case 0xCCAB: return "PSK-CHACHA20-POLY1305";
+    default: return nullptr;
+    }
+}
+
+constexpr const char* group_name(detail::group g) noexcept
+{
+    switch (g) {
+    case detail::group::x25519: return "X25519";
+    case detail::group::secp256r1: return "P-256";
+    case detail::group::secp384r1: return "P-384";
+    }
+    return nullptr;
+}
+
+// What the certificate's key can sign with, for the server's suites.
+inline detail::server_key key_kind(SSL_CTX* ctx)
+{
+    detail::server_key kind;
+    EVP_PKEY* key = SSL_CTX_get0_privatekey(ctx);
+    if (key == nullptr) return kind;
+    kind.ecdsa = EVP_PKEY_is_a(key, "EC") == 1;
+    kind.rsa = EVP_PKEY_is_a(key, "RSA") == 1;
+    return kind;
+}
+
 } // namespace detail::openssl
 
 struct openssl_backend {
     static constexpr std::string_view name = "openssl";
+    // OpenSSL's DTLS timer reads its own clock (see the top of this file);
+    // OpenSSL 3.0 has no Connection ID.
+    static constexpr backend_traits traits{timer_clock::wall_clock, false, {true, false}};
 
     // OpenSSL-only extras, outside the backend contract.
     struct options {
@@ -142,18 +205,23 @@ struct openssl_backend {
     // context: one SSL_CTX per config, shared by its sessions.
     class context {
     public:
-        context(const config& c, options o) : config_(c), options_(o), cookies_(c.cookie_secret, c.cookie_lifetime) {}
+        context(const config& c, options o)
+            : config_(c), options_(o),
+              cookies_(c, &detail::openssl::hmac_sha256,
+                       [](std::span<std::uint8_t> out) { return detail::openssl::random_bytes(out); })
+        {
+        }
 
         const dtlspp::config& settings() const noexcept { return config_; }
         const openssl_backend::options& backend_options() const noexcept { return options_; }
         SSL_CTX* native() const noexcept { return ctx_.get(); }
-        const detail::openssl::cookie_factory& cookies() const noexcept { return cookies_; }
+        const detail::cookie_factory& cookies() const noexcept { return cookies_; }
 
     private:
         friend struct openssl_backend;
         dtlspp::config config_;
         openssl_backend::options options_;
-        detail::openssl::cookie_factory cookies_;
+        detail::cookie_factory cookies_;
         std::unique_ptr<SSL_CTX, detail::openssl::ssl_ctx_deleter> ctx_;
         // Sessions share ownership of their context, but the contract hands
         // connect/make_listener a plain reference: recover it from here.
@@ -258,22 +326,19 @@ struct openssl_backend {
             return n;
         }
 
-        // The AEAD's explicit nonce + tag (RFC 5288 §3: AES-GCM carries an
-        // 8-byte explicit nonce and a 16-byte tag; RFC 7905 §2:
-        // ChaCha20-Poly1305 a 16-byte tag only). OpenSSL has no public call
-        // for a cipher's record overhead, so it is read off the cipher's
-        // NID; 0 before a suite is chosen, or for a suite dtlspp never offers.
+        // OpenSSL has no public call for a cipher's record overhead: the
+        // suite policy's table has it (detail/policy.hpp). 0 before a suite
+        // is chosen.
         std::size_t record_expansion() const
         {
             const SSL_CIPHER* cipher = chosen_cipher();
             if (cipher == nullptr) return 0;
-            switch (SSL_CIPHER_get_cipher_nid(cipher)) {
-            case NID_aes_128_gcm:
-            case NID_aes_256_gcm: return 8 + 16;
-            case NID_chacha20_poly1305: return 16;
-            default: return 0;
-            }
+            const auto* suite = detail::find_suite(static_cast<std::uint16_t>(SSL_CIPHER_get_protocol_id(cipher)));
+            return suite ? detail::aead_expansion(suite->cipher) : 0;
         }
+
+        // OpenSSL 3.0 implements no Connection ID.
+        dtlspp::connection_ids connection_ids() const { return {}; }
 
         std::string cipher_suite() const
         {
@@ -460,7 +525,7 @@ struct openssl_backend {
             return nullptr;
         }
         if (c.role == role::server && !result->cookies_.usable()) {
-            f = make_failure(errc::internal, "cookie_secret: RAND_bytes could not draw one (" + drain_errors() + ")");
+            f = make_failure(errc::internal, "cookie_secret: no secret could be drawn for the cookies (" + drain_errors() + ")");
             return nullptr;
         }
         // DTLS 1.2 only: DTLS 1.0 is deprecated (RFC 8996).
@@ -475,32 +540,35 @@ struct openssl_backend {
         // and the final flight small.
         SSL_CTX_set_options(ctx, (o.emulate_default_mtu ? 0 : SSL_OP_NO_QUERY_MTU) | SSL_OP_NO_RENEGOTIATION |
                                      SSL_OP_NO_TICKET | (c.role == role::server ? SSL_OP_COOKIE_EXCHANGE : 0));
-        // AEAD suites with forward secrecy only; the same list as the mbedTLS
-        // backend so the stacks always agree.
+        if (c.certificate && (f = load_certificate(ctx, *c.certificate))) return nullptr;
+        if (!c.trusted_ca.empty() && (f = load_trusted(ctx, c.trusted_ca))) return nullptr;
+
+        // The shared suite and group policy (detail/policy.hpp), in its
+        // order, and a server picks by that order, as mbedTLS servers do.
         std::string suites;
-        if (c.certificate || c.role == role::client)
-            suites = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-                     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-                     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
-        if (c.psk) {
-            const std::string psk_suites =
-                "ECDHE-PSK-CHACHA20-POLY1305:PSK-AES128-GCM-SHA256:PSK-AES256-GCM-SHA384:PSK-CHACHA20-POLY1305";
-            // With a PSK and no certificate material, offer PSK suites only:
-            // a certificate suite could not be verified anyway.
-            suites = (c.certificate || !c.trusted_ca.empty()) ? psk_suites + ":" + suites : psk_suites;
+        for (const auto iana : detail::offered_suites(c, key_kind(ctx))) {
+            if (!suites.empty()) suites += ':';
+            suites += suite_name(iana);
+        }
+        if (suites.empty()) {
+            f = make_failure(errc::config_invalid,
+                             "certificate: the private key is neither ECDSA nor RSA, so no offered suite can use it");
+            return nullptr;
         }
         if (SSL_CTX_set_cipher_list(ctx, suites.c_str()) != 1) {
             f = config_failure("ciphers", "no usable cipher suite");
             return nullptr;
         }
-        // Explicit groups: x25519 first, then the NIST curves every stack has.
-        if (SSL_CTX_set1_groups_list(ctx, "X25519:P-256:P-384") != 1) {
+        if (c.role == role::server) SSL_CTX_set_options(ctx, SSL_OP_CIPHER_SERVER_PREFERENCE);
+        std::string groups;
+        for (const auto g : detail::group_policy) {
+            if (!groups.empty()) groups += ':';
+            groups += group_name(g);
+        }
+        if (SSL_CTX_set1_groups_list(ctx, groups.c_str()) != 1) {
             f = config_failure("ciphers", "key exchange groups not available");
             return nullptr;
         }
-
-        if (c.certificate && (f = load_certificate(ctx, *c.certificate))) return nullptr;
-        if (!c.trusted_ca.empty() && (f = load_trusted(ctx, c.trusted_ca))) return nullptr;
 
         switch (c.effective_verification()) {
         case peer_verification::none: SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, nullptr); break;
@@ -544,6 +612,7 @@ struct openssl_backend {
 
     static std::optional<session> connect(context& ctx, failure& f)
     {
+        if ((f = detail::check_role(ctx.settings(), role::client, "connect"))) return std::nullopt;
         auto s = make_session(owner_of(ctx), f);
         if (!s) return std::nullopt;
         SSL* ssl = s->ssl_.get();
@@ -571,6 +640,7 @@ struct openssl_backend {
 
     static std::optional<listener> make_listener(context& ctx, failure& f)
     {
+        if ((f = detail::check_role(ctx.settings(), role::server, "make_listener"))) return std::nullopt;
         auto first = make_session(owner_of(ctx), f);
         if (!first) return std::nullopt;
         std::unique_ptr<BIO_ADDR, detail::openssl::bio_addr_deleter> address(BIO_ADDR_new());
@@ -659,7 +729,7 @@ private:
         const auto value = ctx->cookies().make(state->peer());
         if (!value) return 0;
         // DTLSv1_listen hands a buffer of DTLS1_COOKIE_LENGTH (255) bytes.
-        static_assert(detail::openssl::cookie_factory::cookie_size <= DTLS1_COOKIE_LENGTH);
+        static_assert(detail::cookie_size <= DTLS1_COOKIE_LENGTH);
         std::memcpy(cookie, value->data(), value->size());
         *length = static_cast<unsigned int>(value->size());
         return 1;

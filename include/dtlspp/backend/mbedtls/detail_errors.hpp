@@ -1,4 +1,6 @@
-// mbedTLS 2.28 error codes and TLS alerts, mapped onto dtlspp::errc.
+// mbedTLS 2.28 and 3.6 error codes and TLS alerts, mapped onto dtlspp::errc.
+// Codes that exist in one version only are guarded by #ifdef on the code
+// itself (3.0 merged several handshake codes into fewer, more general ones).
 //
 // mbedTLS reports everything as one negative int. Its text comes from
 // mbedtls_strerror(); a certificate problem is only described by the flags
@@ -72,7 +74,10 @@ inline failure map_failure(const failure_facts& facts)
     const auto text = error_text(facts.code);
     switch (facts.code) {
     case MBEDTLS_ERR_X509_CERT_VERIFY_FAILED:
-    case MBEDTLS_ERR_SSL_PEER_VERIFY_FAILED: {
+#ifdef MBEDTLS_ERR_SSL_PEER_VERIFY_FAILED
+    case MBEDTLS_ERR_SSL_PEER_VERIFY_FAILED:
+#endif
+    {
         auto detail = verify_text(facts.verify_flags);
         return make_failure(errc::verify_failed, "mbedTLS: " + text + (detail.empty() ? "" : "; " + detail));
     }
@@ -102,11 +107,17 @@ inline failure map_failure(const failure_facts& facts)
             return make_failure(errc::psk_mismatch,
                                 "mbedTLS: " + text + "; the peer's Finished did not decrypt, so the psk.key values differ");
         return make_failure(facts.handshaking ? errc::handshake_failed : errc::bad_record, "mbedTLS: " + text);
+#ifdef MBEDTLS_ERR_SSL_NO_USABLE_CIPHERSUITE
     case MBEDTLS_ERR_SSL_NO_USABLE_CIPHERSUITE:
     case MBEDTLS_ERR_SSL_NO_CIPHER_CHOSEN:
         return make_failure(errc::handshake_failed,
                             "mbedTLS: " + text + "; the peers have no cipher suite in common for their credentials");
+#endif
+#ifdef MBEDTLS_ERR_SSL_BAD_HS_PROTOCOL_VERSION
     case MBEDTLS_ERR_SSL_BAD_HS_PROTOCOL_VERSION:
+#else
+    case MBEDTLS_ERR_SSL_BAD_PROTOCOL_VERSION:
+#endif
         return make_failure(errc::handshake_failed, "mbedTLS: " + text + "; dtlspp speaks DTLS 1.2 only");
     case MBEDTLS_ERR_SSL_PEER_CLOSE_NOTIFY:
         return make_failure(errc::peer_closed, "mbedTLS: " + text);
@@ -116,7 +127,9 @@ inline failure map_failure(const failure_facts& facts)
     case MBEDTLS_ERR_SSL_BAD_INPUT_DATA:
     case MBEDTLS_ERR_SSL_BUFFER_TOO_SMALL:
     case MBEDTLS_ERR_SSL_FEATURE_UNAVAILABLE:
+#ifdef MBEDTLS_ERR_SSL_HW_ACCEL_FAILED
     case MBEDTLS_ERR_SSL_HW_ACCEL_FAILED:
+#endif
         return make_failure(errc::internal, "mbedTLS: " + text);
     }
     // Any other error during the handshake is mbedTLS refusing a message the

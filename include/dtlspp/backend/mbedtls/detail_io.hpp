@@ -37,6 +37,10 @@ struct ssl_state {
     std::shared_ptr<const void> context;
 
     mbedtls_ssl_context ssl;
+    // Our Connection ID, when one is asked for (RFC 9146): the bytes peers
+    // put in the records they send us. Possibly empty while enabled.
+    std::vector<unsigned char> own_connection_id;
+    bool connection_id_enabled = false;
 
     // Bound for the duration of one backend call (io_binding).
     datagram_io* io = nullptr;
