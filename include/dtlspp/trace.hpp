@@ -339,7 +339,7 @@ constexpr parse_result parse_datagram(std::span<const std::byte> datagram, F&& o
         if (cid_record) {
             if (connection_id_length == 0)
                 return fail("Connection ID record, but no Connection ID negotiated");
-            // The CID's encrypted content type means it can only follow
+            // Its real content type is encrypted, so it can only come after
             // ChangeCipherSpec (RFC 9146 §4).
             if (epoch == 0)
                 return fail("Connection ID record at epoch 0");
