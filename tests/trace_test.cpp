@@ -3,6 +3,7 @@
 
 #include <dtlspp/trace.hpp>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -74,10 +75,28 @@ bytes handshake_record(std::uint16_t epoch, std::uint64_t sequence, const bytes&
     return record(dtlspp::content_type::handshake, epoch, sequence, payload);
 }
 
-std::vector<dtlspp::record_view> records_of(std::span<const std::byte> datagram, dtlspp::parse_result* result = nullptr)
+// RFC 9146 §4: the CID sits between the sequence number and the length.
+bytes cid_record(std::uint16_t epoch, std::uint64_t sequence, const bytes& cid, const bytes& payload)
+{
+    bytes out;
+    put(out, 25, 1);
+    put(out, 0xfefd, 2);
+    put(out, epoch, 2);
+    put(out, sequence, 6);
+    out.insert(out.end(), cid.begin(), cid.end());
+    put(out, payload.size(), 2);
+    out.insert(out.end(), payload.begin(), payload.end());
+    return out;
+}
+
+const bytes four_byte_cid = {std::byte{0x0a}, std::byte{0x1b}, std::byte{0x2c}, std::byte{0x3d}};
+
+std::vector<dtlspp::record_view> records_of(std::span<const std::byte> datagram, dtlspp::parse_result* result = nullptr,
+                                           std::size_t connection_id_length = 0)
 {
     std::vector<dtlspp::record_view> records;
-    const auto parsed = dtlspp::parse_datagram(datagram, [&](const dtlspp::record_view& r) { records.push_back(r); });
+    const auto parsed = dtlspp::parse_datagram(
+        datagram, [&](const dtlspp::record_view& r) { records.push_back(r); }, connection_id_length);
     if (result != nullptr)
         *result = parsed;
     return records;
@@ -97,12 +116,36 @@ using dtlspp::direction;
 // Fragments must work with the standard range algorithms, not just range-for.
 static_assert(std::ranges::input_range<dtlspp::fragment_range>);
 
+// The parser stays usable in constant expressions with a CID record in.
+constexpr bool parses_a_connection_id_record_at_compile_time()
+{
+    constexpr auto b = [](unsigned v) { return static_cast<std::byte>(v); };
+    const std::array<std::byte, 20> datagram = {b(25), b(0xfe), b(0xfd), b(0), b(1), b(0), b(0), b(0), b(0), b(0),
+                                                b(7), b(0xaa), b(0xbb), b(0xcc), b(0), b(3), b(1), b(2), b(3), b(0)};
+    std::size_t records = 0;
+    std::size_t cid = 0;
+    std::size_t payload = 0;
+    const auto result = dtlspp::parse_datagram(
+        std::span<const std::byte>(datagram.data(), 19),
+        [&](const dtlspp::record_view& r) {
+            ++records;
+            cid = r.connection_id.size();
+            payload = r.payload.size();
+        },
+        3);
+    return result.ok() && records == 1 && cid == 3 && payload == 3;
+}
+static_assert(parses_a_connection_id_record_at_compile_time());
+static_assert(dtlspp::record_header_size_of(dtlspp::content_type::tls12_cid, 4) == 17);
+static_assert(dtlspp::record_header_size_of(dtlspp::content_type::application_data, 4) == 13);
+
 } // namespace
 
 BOOST_AUTO_TEST_CASE(names)
 {
     BOOST_TEST(dtlspp::content_type_name(20) == "ChangeCipherSpec");
     BOOST_TEST(dtlspp::content_type_name(23) == "ApplicationData");
+    BOOST_TEST(dtlspp::content_type_name(25) == "ConnectionID");
     BOOST_TEST(dtlspp::content_type_name(99) == "unknown");
     BOOST_TEST(dtlspp::handshake_type_name(1) == "ClientHello");
     BOOST_TEST(dtlspp::handshake_type_name(3) == "HelloVerifyRequest");
@@ -499,4 +542,238 @@ BOOST_AUTO_TEST_CASE(malformed_datagram_counted_in_flight)
     BOOST_TEST(tracker.flights()[0].malformed_datagrams == 1u);
     BOOST_TEST(describe_flight(tracker.flights()[0]) ==
                "flight 1 (<-): 1 datagram, 2 B, 0 records, 0 retransmissions, 1 malformed");
+}
+
+BOOST_AUTO_TEST_CASE(a_connection_id_record_parses_with_the_negotiated_length)
+{
+    const auto datagram = cid_record(1, 3, four_byte_cid, filler(29));
+    dtlspp::parse_result result;
+    const auto records = records_of(datagram, &result, four_byte_cid.size());
+    BOOST_TEST(result.ok());
+    BOOST_TEST(result.records == 1u);
+    BOOST_TEST_REQUIRE(records.size() == 1u);
+    const auto& r = records[0];
+    BOOST_TEST((r.type == content_type::tls12_cid));
+    BOOST_TEST(r.version == 0xfefd);
+    BOOST_TEST(r.epoch == 1);
+    BOOST_TEST(r.sequence_number == 3u);
+    BOOST_TEST(r.length == 29);
+    BOOST_TEST(r.offset == 0u);
+    BOOST_TEST(r.header_size() == 17u);
+    BOOST_TEST(r.connection_id.data() == datagram.data() + 11);
+    BOOST_TEST(bytes(r.connection_id.begin(), r.connection_id.end()) == four_byte_cid);
+    BOOST_TEST(r.payload.data() == datagram.data() + 17);
+    BOOST_TEST(r.payload.size() == 29u);
+    BOOST_TEST(r.malformed_reason.empty());
+    BOOST_TEST(r.is_encrypted());
+    BOOST_TEST(r.fragments().empty());
+    BOOST_TEST(!r.alert().has_value());
+    BOOST_TEST(dtlspp::describe_datagram(direction::in, datagram, four_byte_cid.size()) ==
+               "<- 46 B  epoch 1 seq 3 cid 0a1b2c3d: encrypted record (29 B)");
+}
+
+BOOST_AUTO_TEST_CASE(records_without_a_connection_id_are_unchanged_when_one_is_negotiated)
+{
+    // Only tls12_cid records carry the CID; a plain record parses as before.
+    const auto datagram = record(content_type::application_data, 1, 1, filler(29));
+    const auto records = records_of(datagram, nullptr, 4);
+    BOOST_TEST_REQUIRE(records.size() == 1u);
+    BOOST_TEST(records[0].connection_id.empty());
+    BOOST_TEST(records[0].header_size() == 13u);
+    BOOST_TEST(records[0].payload.size() == 29u);
+    BOOST_TEST(dtlspp::describe_datagram(direction::out, datagram, 4) == "-> 42 B  epoch 1 seq 1: ApplicationData (29 B)");
+}
+
+BOOST_AUTO_TEST_CASE(a_connection_id_record_without_a_negotiated_connection_id_is_malformed)
+{
+    const auto datagram = concat({record(content_type::application_data, 1, 0, filler(10)),
+                                  cid_record(1, 3, four_byte_cid, filler(29))});
+    dtlspp::parse_result result;
+    const auto records = records_of(datagram, &result);
+    BOOST_TEST(result.malformed_reason == "Connection ID record, but no Connection ID negotiated");
+    BOOST_TEST(result.malformed_offset == 23u);
+    BOOST_TEST(records.size() == 1u);
+    BOOST_TEST(dtlspp::describe_datagram(direction::in, datagram) ==
+               "<- 69 B  epoch 1 seq 0: ApplicationData (10 B); "
+               "malformed (Connection ID record, but no Connection ID negotiated at byte 23)");
+}
+
+BOOST_AUTO_TEST_CASE(a_connection_id_record_read_with_the_wrong_length_is_malformed)
+{
+    // One byte short: the length is read from the CID's last byte and the
+    // length's first (0x3d00). One byte long: from the length's second byte
+    // and the payload's first (0x1d00). Neither fits in the datagram.
+    const auto datagram = cid_record(1, 3, four_byte_cid, filler(29));
+    for (const std::size_t wrong : {3u, 5u}) {
+        BOOST_TEST_CONTEXT("CID length " << wrong)
+        {
+            dtlspp::parse_result result;
+            BOOST_TEST(records_of(datagram, &result, wrong).empty());
+            BOOST_TEST(result.malformed_reason == "record length past end of datagram");
+            BOOST_TEST(result.malformed_offset == 0u);
+        }
+    }
+    // A CID longer than the datagram is a truncated header, and no length
+    // can overflow the header arithmetic.
+    for (const std::size_t wrong : {std::size_t{34}, std::size_t{100}, SIZE_MAX}) {
+        dtlspp::parse_result result;
+        BOOST_TEST(records_of(datagram, &result, wrong).empty());
+        BOOST_TEST(result.malformed_reason == "truncated record header");
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_connection_id_record_at_epoch_0_is_malformed)
+{
+    const auto datagram = cid_record(0, 3, four_byte_cid, filler(29));
+    dtlspp::parse_result result;
+    BOOST_TEST(records_of(datagram, &result, four_byte_cid.size()).empty());
+    BOOST_TEST(result.malformed_reason == "Connection ID record at epoch 0");
+    BOOST_TEST(result.malformed_offset == 0u);
+    BOOST_TEST(dtlspp::describe_datagram(direction::in, datagram, four_byte_cid.size()) ==
+               "<- 46 B  malformed (Connection ID record at epoch 0 at byte 0)");
+}
+
+BOOST_AUTO_TEST_CASE(plaintext_handshake_then_connection_id_record_in_one_datagram)
+{
+    // A client's last flight once CIDs are negotiated: epoch 0 records carry
+    // none, the encrypted Finished carries the server's.
+    const auto datagram = concat({handshake_record(0, 5, whole_message(16, 2, 66)),
+                                  record(content_type::change_cipher_spec, 0, 6, {std::byte{1}}),
+                                  cid_record(1, 0, four_byte_cid, filler(40))});
+    dtlspp::parse_result result;
+    const auto records = records_of(datagram, &result, four_byte_cid.size());
+    BOOST_TEST(result.ok());
+    BOOST_TEST_REQUIRE(records.size() == 3u);
+    BOOST_TEST(records[0].connection_id.empty());
+    BOOST_TEST(fragments_of(records[0]).size() == 1u);
+    BOOST_TEST(records[1].connection_id.empty());
+    BOOST_TEST((records[2].type == content_type::tls12_cid));
+    BOOST_TEST(records[2].offset == 105u);
+    BOOST_TEST(records[2].connection_id.data() == datagram.data() + 105 + 11);
+    BOOST_TEST(records[2].payload.data() == datagram.data() + 105 + 17);
+    BOOST_TEST(records[2].payload.size() == 40u);
+    BOOST_TEST(dtlspp::describe_datagram(direction::out, datagram, four_byte_cid.size()) ==
+               "-> 162 B  epoch 0 seq 5: ClientKeyExchange (msg 2, frag 0+66/66); epoch 0 seq 6: ChangeCipherSpec; "
+               "epoch 1 seq 0 cid 0a1b2c3d: encrypted record (40 B)");
+}
+
+BOOST_AUTO_TEST_CASE(every_truncation_of_a_connection_id_datagram_stays_in_bounds)
+{
+    const auto whole = concat({record(content_type::change_cipher_spec, 0, 6, {std::byte{1}}),
+                               cid_record(1, 0, four_byte_cid, filler(40)), cid_record(1, 1, four_byte_cid, filler(25))});
+    for (std::size_t cut = 0; cut <= whole.size(); ++cut) {
+        BOOST_TEST_CONTEXT("cut at " << cut)
+        {
+            // Exact-size copy so a sanitizer would catch any read past the end.
+            const bytes truncated(whole.begin(), whole.begin() + static_cast<std::ptrdiff_t>(cut));
+            const auto* begin = truncated.data();
+            const auto* end = begin + truncated.size();
+            const auto inside = [&](std::span<const std::byte> view) {
+                return view.empty() || (std::less_equal<>()(begin, view.data()) &&
+                                        std::less_equal<>()(view.data() + view.size(), end));
+            };
+            std::size_t records = 0;
+            const auto result = dtlspp::parse_datagram(
+                truncated,
+                [&](const dtlspp::record_view& r) {
+                    ++records;
+                    BOOST_TEST(inside(r.payload));
+                    BOOST_TEST(inside(r.connection_id));
+                    BOOST_TEST(r.offset + r.header_size() + r.payload.size() <= truncated.size());
+                },
+                four_byte_cid.size());
+            BOOST_TEST(result.malformed_offset <= truncated.size());
+            // Where the cut lands within the record it spoils.
+            const auto record_start = cut <= 14 ? 0u : cut <= 14 + 57 ? 14u : 14u + 57u;
+            const auto within = cut - record_start;
+            if (cut == 0) {
+                BOOST_TEST(result.malformed_reason == "empty datagram");
+            } else if (cut == 14 || cut == 14 + 57 || cut == whole.size()) {
+                BOOST_TEST(result.ok());
+            } else if (within < 13 || (record_start != 0 && within < 17)) {
+                BOOST_TEST(result.malformed_reason == "truncated record header");
+                BOOST_TEST(result.malformed_offset == record_start);
+            } else {
+                BOOST_TEST(result.malformed_reason == "record length past end of datagram");
+                BOOST_TEST(result.malformed_offset == record_start);
+            }
+            BOOST_TEST(records == result.records);
+            BOOST_TEST(!dtlspp::describe_datagram(direction::in, truncated, four_byte_cid.size()).empty());
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(random_connection_id_datagrams_never_escape_bounds)
+{
+    std::mt19937 random(0xc1d);
+    const auto pick = [&](std::size_t low, std::size_t high) {
+        return std::uniform_int_distribution<std::size_t>(low, high)(random);
+    };
+    std::size_t escapes = 0;
+    std::size_t cid_records = 0;
+    for (int i = 0; i < 20000; ++i) {
+        // A valid datagram for some CID length, read with that length or a
+        // nearby wrong one, after a few byte flips and maybe a cut.
+        const std::size_t cid_length = pick(1, 8);
+        bytes scratch = concat({cid_record(1, 0, filler(cid_length, 0xc0), filler(pick(0, 40))),
+                                cid_record(1, 1, filler(cid_length, 0xd0), filler(pick(0, 40)))});
+        for (std::size_t f = pick(0, 3); f > 0; --f)
+            scratch[pick(0, scratch.size() - 1)] = static_cast<std::byte>(pick(0, 255));
+        if (i % 2 == 0)
+            scratch.resize(pick(0, scratch.size()));
+        const std::size_t read_length = i % 3 == 0 ? pick(0, 10) : cid_length;
+        const bytes datagram(scratch.begin(), scratch.end());
+        const auto* begin = datagram.data();
+        const auto* end = begin + datagram.size();
+        const auto inside = [&](std::span<const std::byte> view) {
+            return view.empty() || (std::less_equal<>()(begin, view.data()) &&
+                                    std::less_equal<>()(view.data() + view.size(), end));
+        };
+        const auto result = dtlspp::parse_datagram(
+            datagram,
+            [&](const dtlspp::record_view& r) {
+                if (r.type == content_type::tls12_cid) {
+                    ++cid_records;
+                    if (r.connection_id.size() != read_length || r.epoch == 0)
+                        ++escapes;
+                }
+                if (!inside(r.payload) || !inside(r.connection_id))
+                    ++escapes;
+            },
+            read_length);
+        if (result.malformed_offset > datagram.size())
+            ++escapes;
+        BOOST_TEST_REQUIRE(!dtlspp::describe_datagram(direction::in, datagram, read_length).empty());
+    }
+    BOOST_TEST(escapes == 0u);
+    BOOST_TEST(cid_records > 5000u);
+}
+
+BOOST_AUTO_TEST_CASE(flight_tracker_counts_connection_id_records_as_protected_records)
+{
+    const auto client_finish = concat({handshake_record(0, 5, whole_message(16, 2, 66)),
+                                       record(content_type::change_cipher_spec, 0, 6, {std::byte{1}}),
+                                       cid_record(1, 0, four_byte_cid, filler(40))});
+    // The server asked for no CID of its own here, so what it sends carries
+    // none, while what it receives carries the one it chose.
+    const auto server_finish =
+        concat({record(content_type::change_cipher_spec, 0, 7, {std::byte{1}}), handshake_record(1, 0, filler(40))});
+    const auto data = cid_record(1, 1, four_byte_cid, filler(29));
+
+    dtlspp::flight_tracker tracker;
+    tracker.observe(direction::out, client_finish, four_byte_cid.size());
+    tracker.observe(direction::in, server_finish);
+    tracker.observe(direction::out, data, four_byte_cid.size());
+    // Read without the CID length, the same datagram is malformed.
+    tracker.observe(direction::out, data);
+
+    const auto& flights = tracker.flights();
+    BOOST_TEST_REQUIRE(flights.size() == 3u);
+    BOOST_TEST(flights[0].records == 3u);
+    BOOST_TEST(flights[0].malformed_datagrams == 0u);
+    BOOST_TEST(describe_flight(flights[0]) == "flight 1 (->): 1 datagram, 162 B, 3 records, 0 retransmissions: "
+                                              "ClientKeyExchange ChangeCipherSpec ConnectionID");
+    BOOST_TEST(flights[1].malformed_datagrams == 0u);
+    BOOST_TEST(describe_flight(flights[2]) ==
+               "flight 3 (->): 2 datagrams, 92 B, 1 record, 0 retransmissions, 1 malformed: ConnectionID");
 }

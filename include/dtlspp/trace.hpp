@@ -32,6 +32,10 @@ enum class content_type : std::uint8_t {
     handshake = 22,
     application_data = 23,
     heartbeat = 24,
+    // RFC 9146 §4: a protected record carrying a Connection ID. Its real
+    // type is inside the ciphertext, and its header holds the CID, whose
+    // length is not on the wire: only the side that chose it knows it.
+    tls12_cid = 25,
 };
 
 // RFC 5246 §7.4 / RFC 6347 §4.2.2 handshake message types.
@@ -50,8 +54,17 @@ enum class handshake_type : std::uint8_t {
     finished = 20,
 };
 
+// The plain DTLS 1.2 record header; a tls12_cid header adds the CID.
 inline constexpr std::size_t record_header_size = 13;
 inline constexpr std::size_t handshake_header_size = 12;
+
+// The header of a record of the given type: the CID sits between the
+// sequence number and the length (RFC 9146 §4), so only tls12_cid records
+// grow.
+constexpr std::size_t record_header_size_of(content_type type, std::size_t connection_id_length) noexcept
+{
+    return type == content_type::tls12_cid ? record_header_size + connection_id_length : record_header_size;
+}
 
 // Names return "unknown" for codes outside the registries we track.
 constexpr std::string_view content_type_name(std::uint8_t type) noexcept
@@ -206,9 +219,15 @@ struct record_view {
     // Non-empty when the record's framing was fine but its plaintext body was
     // not; fragments() then yields only the well-formed prefix.
     std::string_view malformed_reason;
+    // The CID of a tls12_cid record (never empty for one); empty otherwise.
+    std::span<const std::byte> connection_id;
 
     // Anything after ChangeCipherSpec is protected; we cannot look inside.
+    // tls12_cid records are always protected (the parser refuses epoch 0).
     constexpr bool is_encrypted() const noexcept { return epoch != 0; }
+
+    // Bytes from the record's start to its payload.
+    constexpr std::size_t header_size() const noexcept { return record_header_size + connection_id.size(); }
 
     // Empty unless this is a plaintext handshake record.
     constexpr fragment_range fragments() const noexcept
@@ -283,8 +302,15 @@ constexpr body_problem check_record_body(const record_view& record) noexcept
 // Calls on_record(const record_view&) for each record in the datagram, in
 // order. Stops at the first problem; a record whose header is fine but whose
 // body is not is still delivered (with malformed_reason set) before stopping.
+//
+// connection_id_length is the length of the CID that tls12_cid records in
+// this datagram carry: the receiver's own CID, as it asked its peer to use
+// (RFC 9146 §3). 0, the default, means none was negotiated, so any such
+// record is malformed: a peer sends one only to a side that asked for a
+// non-empty CID.
 template <class F>
-constexpr parse_result parse_datagram(std::span<const std::byte> datagram, F&& on_record)
+constexpr parse_result parse_datagram(std::span<const std::byte> datagram, F&& on_record,
+                                      std::size_t connection_id_length = 0)
 {
     parse_result result;
     if (datagram.empty()) {
@@ -300,35 +326,51 @@ constexpr parse_result parse_datagram(std::span<const std::byte> datagram, F&& o
             return result;
         }
         const auto type = detail::read_u8(rest, 0);
-        if (!detail::is_known_content_type(type)) {
-            result.malformed_reason = "unknown content type";
+        const bool cid_record = type == static_cast<std::uint8_t>(content_type::tls12_cid);
+        const auto fail = [&](std::string_view reason) {
+            result.malformed_reason = reason;
             result.malformed_offset = at;
             return result;
+        };
+        if (!cid_record && !detail::is_known_content_type(type))
+            return fail("unknown content type");
+        const auto epoch = detail::read_u16(rest, 3);
+        std::size_t header = record_header_size;
+        if (cid_record) {
+            if (connection_id_length == 0)
+                return fail("Connection ID record, but no Connection ID negotiated");
+            // Its real content type is encrypted, so it can only come after
+            // ChangeCipherSpec (RFC 9146 §4).
+            if (epoch == 0)
+                return fail("Connection ID record at epoch 0");
+            // Compared before adding, so no CID length can overflow the sum.
+            if (connection_id_length > rest.size() - record_header_size)
+                return fail("truncated record header");
+            header += connection_id_length;
         }
-        const auto length = detail::read_u16(rest, 11);
-        if (length > rest.size() - record_header_size) {
-            result.malformed_reason = "record length past end of datagram";
-            result.malformed_offset = at;
-            return result;
-        }
+        const auto length = detail::read_u16(rest, header - 2);
+        if (length > rest.size() - header)
+            return fail("record length past end of datagram");
         record_view record;
         record.type = static_cast<content_type>(type);
         record.version = static_cast<std::uint16_t>(detail::read_u16(rest, 1));
-        record.epoch = static_cast<std::uint16_t>(detail::read_u16(rest, 3));
+        record.epoch = static_cast<std::uint16_t>(epoch);
         record.sequence_number = detail::read_u48(rest, 5);
         record.length = static_cast<std::uint16_t>(length);
         record.offset = at;
-        record.payload = rest.subspan(record_header_size, length);
+        if (cid_record)
+            record.connection_id = rest.subspan(11, connection_id_length);
+        record.payload = rest.subspan(header, length);
         const auto problem = detail::check_record_body(record);
         record.malformed_reason = problem.reason;
         on_record(std::as_const(record));
         ++result.records;
         if (!problem.reason.empty()) {
             result.malformed_reason = problem.reason;
-            result.malformed_offset = at + record_header_size + problem.offset;
+            result.malformed_offset = at + header + problem.offset;
             return result;
         }
-        at += record_header_size + length;
+        at += header + length;
     }
     return result;
 }
@@ -358,12 +400,26 @@ inline void append_handshake_name(std::string& out, std::uint8_t type)
     append_number(out, type);
 }
 
+inline void append_hex(std::string& out, std::span<const std::byte> bytes)
+{
+    constexpr std::string_view digits = "0123456789abcdef";
+    for (const auto b : bytes) {
+        const auto value = std::to_integer<unsigned>(b);
+        out += digits[value >> 4];
+        out += digits[value & 0xf];
+    }
+}
+
 inline void append_record(std::string& out, const record_view& record)
 {
     out += "epoch ";
     append_number(out, record.epoch);
     out += " seq ";
     append_number(out, record.sequence_number);
+    if (!record.connection_id.empty()) {
+        out += " cid ";
+        append_hex(out, record.connection_id);
+    }
     out += ": ";
     const auto append_size = [&] {
         out += " (";
@@ -412,6 +468,12 @@ inline void append_record(std::string& out, const record_view& record)
     case content_type::change_cipher_spec:
         out += "ChangeCipherSpec";
         return;
+    case content_type::tls12_cid:
+        // The real content type is encrypted with the data, so not even the
+        // kind of record can be named.
+        out += "encrypted record";
+        append_size();
+        return;
     default:
         out += content_type_name(static_cast<std::uint8_t>(record.type));
         append_size();
@@ -424,8 +486,12 @@ inline void append_record(std::string& out, const record_view& record)
 // One capture-like line per datagram, e.g.
 //   -> 243 B  epoch 0 seq 0: ClientHello (msg 0, frag 0+231/231)
 // Records are separated by "; ", and a trailing "malformed (...)" names the
-// first problem and where it starts.
-inline std::string describe_datagram(direction dir, std::span<const std::byte> datagram)
+// first problem and where it starts. A record with a Connection ID shows it
+// in hex, e.g. "epoch 1 seq 3 cid 0a1b2c3d: encrypted record (29 B)";
+// connection_id_length is as for parse_datagram(), so it is the CID length
+// of the side receiving this datagram.
+inline std::string describe_datagram(direction dir, std::span<const std::byte> datagram,
+                                     std::size_t connection_id_length = 0)
 {
     std::string line;
     line += detail::arrow(dir);
@@ -438,7 +504,7 @@ inline std::string describe_datagram(direction dir, std::span<const std::byte> d
             line += "; ";
         first = false;
         detail::append_record(line, record);
-    });
+    }, connection_id_length);
     if (!result.ok()) {
         if (!first)
             line += "; ";
@@ -461,7 +527,8 @@ struct flight_summary {
     std::size_t malformed_datagrams = 0;
     // Distinct messages in first-seen order: handshake type names for
     // plaintext handshakes, otherwise the record kind (e.g. ChangeCipherSpec,
-    // EncryptedHandshake). Static strings, so views are safe to keep.
+    // EncryptedHandshake, or ConnectionID for records whose kind is
+    // encrypted). Static strings, so views are safe to keep.
     std::vector<std::string_view> messages;
 };
 
@@ -471,7 +538,11 @@ struct flight_summary {
 // record sequence number changes and its message_seq is hidden.
 class flight_tracker {
 public:
-    void observe(direction dir, std::span<const std::byte> datagram)
+    // connection_id_length is the CID length of this datagram's receiver
+    // (see parse_datagram()). It is per call because the two directions
+    // carry different CIDs, each chosen by its receiver, whose lengths may
+    // differ.
+    void observe(direction dir, std::span<const std::byte> datagram, std::size_t connection_id_length = 0)
     {
         if (flights_.empty() || flights_.back().dir != dir) {
             flight_summary next;
@@ -496,7 +567,7 @@ public:
                 return;
             }
             add_unique(flight.messages, record_label(record));
-        });
+        }, connection_id_length);
         if (!result.ok())
             ++flight.malformed_datagrams;
     }

@@ -20,13 +20,19 @@
 //   without an alert (dtls1_reassemble_fragment);
 // - once open, a plaintext alert or application data record cannot come
 //   from the peer (both are protected after ChangeCipherSpec, RFC 5246
-//   §6.2.3): the stacks ignore them, dtlspp counts them.
+//   §6.2.3): the stacks ignore them, dtlspp counts them;
+// - a Connection ID record (RFC 9146) is framed with our own CID's length,
+//   which only we know: without a CID negotiated none is valid; one
+//   carrying another CID belongs to no association of ours; its body holds
+//   the inner content type as well, so the shortest one is a byte longer
+//   than other protected records.
 // A datagram with one such record is dropped whole: a genuine peer never
 // sends one, and a forged datagram carries nothing of the peer's.
 #pragma once
 
 #include <dtlspp/trace.hpp>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -53,12 +59,16 @@ inline constexpr std::size_t max_handshake_message = 65536;
 
 namespace dtlspp::detail {
 
-enum class drop_reason { none, malformed, wrong_epoch, unexpected_type, bad_length };
+enum class drop_reason { none, malformed, wrong_epoch, unexpected_type, bad_length, unknown_connection_id };
 
 struct admission_limits {
     std::size_t shortest_protected = largest_aead_expansion; // the cipher's expansion, or the bound for all
     std::size_t known_expansion = 0;                         // 0 while the suite is not known for good
     bool open = false;                                       // the association is open
+    // The CID we asked the peer to put on its records (RFC 9146 §3); it
+    // must outlive the call. Empty means the peer sends none.
+    std::span<const std::byte> own_connection_id;
+    bool connection_id_negotiated = false;
 };
 
 struct admission_verdict {
@@ -74,18 +84,30 @@ inline admission_verdict judge_datagram(std::span<const std::byte> datagram, con
     // expansion; with no suite known yet, RFC 6347 §4.1's 2^14 + 2048
     // bounds TLSCiphertext.length.
     const std::size_t largest_expansion = limits.known_expansion != 0 ? limits.known_expansion : 2048;
+    // A type-25 record is only framed when we asked for a non-empty CID;
+    // with 0 the parser calls every such record malformed.
+    const std::size_t cid_length = limits.connection_id_negotiated ? limits.own_connection_id.size() : 0;
     bool wrong_epoch = false;
     bool bad_length = false;
     bool unexpected_type = false;
     bool bad_fragment = false;
+    bool unknown_cid = false;
     admission_verdict verdict;
     const auto parsed = parse_datagram(datagram, [&](const record_view& r) {
         if (r.epoch > 1) wrong_epoch = true;
         if (r.type == content_type::heartbeat) unexpected_type = true;
+        // DTLSInnerPlaintext holds the real content type after the content,
+        // so a CID record's body is a byte longer than another protected
+        // record's with the same content, at both bounds.
+        const std::size_t inner_type = r.type == content_type::tls12_cid ? 1 : 0;
         const auto length = r.payload.size();
-        if (r.is_encrypted() ? length < limits.shortest_protected || length > max_plaintext_record + largest_expansion
+        if (r.is_encrypted() ? length < limits.shortest_protected + inner_type ||
+                                   length > max_plaintext_record + inner_type + largest_expansion
                              : length > max_plaintext_record)
             bad_length = true;
+        if (r.type == content_type::tls12_cid &&
+            !std::ranges::equal(r.connection_id, limits.own_connection_id))
+            unknown_cid = true;
         if (r.type == content_type::change_cipher_spec) verdict.change_cipher_spec = true;
         if (r.is_encrypted()) return;
         if (limits.open && (r.type == content_type::alert || r.type == content_type::application_data))
@@ -93,11 +115,12 @@ inline admission_verdict judge_datagram(std::span<const std::byte> datagram, con
         for (const auto& fragment : r.fragments())
             if ((fragment.fragment_length == 0 && fragment.length != 0) || fragment.length > max_handshake_message)
                 bad_fragment = true;
-    });
+    }, cid_length);
     if (!parsed.ok() || bad_fragment) verdict.drop = drop_reason::malformed;
     else if (wrong_epoch) verdict.drop = drop_reason::wrong_epoch;
     else if (unexpected_type) verdict.drop = drop_reason::unexpected_type;
     else if (bad_length) verdict.drop = drop_reason::bad_length;
+    else if (unknown_cid) verdict.drop = drop_reason::unknown_connection_id;
     return verdict;
 }
 

@@ -12,7 +12,9 @@ namespace dtlspp::detail {
 inline constexpr std::string_view unknown_code_name = "unknown";
 
 // RFC 6347 §4.1 / RFC 5246 §6.2.1, plus Heartbeat (RFC 6520) because peers
-// may legitimately send it and it must not be reported as garbage.
+// may legitimately send it and it must not be reported as garbage, and
+// tls12_cid (RFC 9146), the outer type of every record carrying a
+// Connection ID.
 constexpr std::string_view content_type_name_of(std::uint8_t type) noexcept
 {
     switch (type) {
@@ -21,6 +23,7 @@ constexpr std::string_view content_type_name_of(std::uint8_t type) noexcept
     case 22: return "Handshake";
     case 23: return "ApplicationData";
     case 24: return "Heartbeat";
+    case 25: return "ConnectionID";
     default: return unknown_code_name;
     }
 }

@@ -1,0 +1,240 @@
+#define BOOST_TEST_MODULE admission
+#include <boost/test/unit_test.hpp>
+
+#include <dtlspp/detail/admission.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <ostream>
+#include <span>
+#include <vector>
+
+namespace dtlspp::detail {
+
+// So a failed check names the reason.
+std::ostream& operator<<(std::ostream& out, drop_reason reason)
+{
+    switch (reason) {
+    case drop_reason::none: return out << "none";
+    case drop_reason::malformed: return out << "malformed";
+    case drop_reason::wrong_epoch: return out << "wrong_epoch";
+    case drop_reason::unexpected_type: return out << "unexpected_type";
+    case drop_reason::bad_length: return out << "bad_length";
+    case drop_reason::unknown_connection_id: return out << "unknown_connection_id";
+    }
+    return out << "drop_reason " << static_cast<int>(reason);
+}
+
+} // namespace dtlspp::detail
+
+namespace {
+
+using bytes = std::vector<std::byte>;
+using dtlspp::content_type;
+using dtlspp::detail::admission_limits;
+using dtlspp::detail::drop_reason;
+using dtlspp::detail::judge_datagram;
+
+void put(bytes& out, std::uint64_t value, int width)
+{
+    for (int i = width - 1; i >= 0; --i)
+        out.push_back(static_cast<std::byte>(value >> (8 * i)));
+}
+
+bytes filler(std::size_t size, unsigned seed = 0)
+{
+    bytes out(size);
+    for (std::size_t i = 0; i < size; ++i)
+        out[i] = static_cast<std::byte>(seed + i * 7);
+    return out;
+}
+
+bytes concat(std::initializer_list<bytes> parts)
+{
+    bytes out;
+    for (const auto& part : parts)
+        out.insert(out.end(), part.begin(), part.end());
+    return out;
+}
+
+bytes record(content_type type, std::uint16_t epoch, std::uint64_t sequence, const bytes& payload)
+{
+    bytes out;
+    put(out, static_cast<std::uint8_t>(type), 1);
+    put(out, 0xfefd, 2);
+    put(out, epoch, 2);
+    put(out, sequence, 6);
+    put(out, payload.size(), 2);
+    out.insert(out.end(), payload.begin(), payload.end());
+    return out;
+}
+
+// RFC 9146 §4: the CID sits between the sequence number and the length.
+bytes cid_record(std::uint16_t epoch, std::uint64_t sequence, const bytes& cid, const bytes& payload)
+{
+    bytes out;
+    put(out, 25, 1);
+    put(out, 0xfefd, 2);
+    put(out, epoch, 2);
+    put(out, sequence, 6);
+    out.insert(out.end(), cid.begin(), cid.end());
+    put(out, payload.size(), 2);
+    out.insert(out.end(), payload.begin(), payload.end());
+    return out;
+}
+
+// A handshake fragment header plus body; fragment_length is the body size.
+bytes fragment(std::uint8_t msg_type, std::uint32_t length, std::uint16_t message_seq, std::uint32_t offset,
+               const bytes& body)
+{
+    bytes out;
+    put(out, msg_type, 1);
+    put(out, length, 3);
+    put(out, message_seq, 2);
+    put(out, offset, 3);
+    put(out, body.size(), 3);
+    out.insert(out.end(), body.begin(), body.end());
+    return out;
+}
+
+bytes client_hello() { return record(content_type::handshake, 0, 0, fragment(1, 40, 0, 0, filler(40))); }
+
+const bytes own_cid = {std::byte{0x0a}, std::byte{0x1b}, std::byte{0x2c}, std::byte{0x3d}};
+const bytes other_cid = {std::byte{0x0a}, std::byte{0x1b}, std::byte{0x2c}, std::byte{0x3e}};
+
+admission_limits with_cid(admission_limits limits = {})
+{
+    limits.own_connection_id = own_cid;
+    limits.connection_id_negotiated = true;
+    return limits;
+}
+
+drop_reason drop_of(const bytes& datagram, const admission_limits& limits) { return judge_datagram(datagram, limits).drop; }
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(non_cid_verdicts_are_the_same_with_or_without_a_connection_id)
+{
+    // Every rule that predates CIDs, judged once without and once with a
+    // CID negotiated: plain records never look at it.
+    for (const auto& base : {admission_limits{}, with_cid()}) {
+        BOOST_TEST_CONTEXT("CID negotiated: " << base.connection_id_negotiated)
+        {
+            auto open = base;
+            open.open = true;
+            auto known = base;
+            known.known_expansion = 16;
+            known.shortest_protected = 16;
+
+            BOOST_TEST(drop_of(client_hello(), base) == drop_reason::none);
+            BOOST_TEST(drop_of({}, base) == drop_reason::malformed);
+            BOOST_TEST(drop_of(bytes{std::byte{22}, std::byte{0xfe}}, base) == drop_reason::malformed);
+            BOOST_TEST(drop_of(record(content_type::application_data, 2, 0, filler(40)), base) ==
+                       drop_reason::wrong_epoch);
+            BOOST_TEST(drop_of(record(content_type::heartbeat, 0, 0, filler(3)), base) == drop_reason::unexpected_type);
+
+            // Protected: at least the expansion, at most 2^14 plus it.
+            BOOST_TEST(drop_of(record(content_type::application_data, 1, 0, filler(23)), base) == drop_reason::bad_length);
+            BOOST_TEST(drop_of(record(content_type::application_data, 1, 0, filler(24)), base) == drop_reason::none);
+            BOOST_TEST(drop_of(record(content_type::application_data, 1, 0, filler(16384 + 2048)), base) ==
+                       drop_reason::none);
+            BOOST_TEST(drop_of(record(content_type::application_data, 1, 0, filler(16384 + 2049)), base) ==
+                       drop_reason::bad_length);
+            BOOST_TEST(drop_of(record(content_type::application_data, 1, 0, filler(16)), known) == drop_reason::none);
+            BOOST_TEST(drop_of(record(content_type::application_data, 1, 0, filler(15)), known) ==
+                       drop_reason::bad_length);
+            BOOST_TEST(drop_of(record(content_type::application_data, 1, 0, filler(16384 + 16)), known) ==
+                       drop_reason::none);
+            BOOST_TEST(drop_of(record(content_type::application_data, 1, 0, filler(16384 + 17)), known) ==
+                       drop_reason::bad_length);
+            BOOST_TEST(drop_of(record(content_type::handshake, 0, 0, fragment(11, 16372, 2, 0, filler(16372))), base) ==
+                       drop_reason::none);
+            BOOST_TEST(drop_of(record(content_type::handshake, 0, 0, fragment(11, 16373, 2, 0, filler(16373))), base) ==
+                       drop_reason::bad_length);
+
+            // Plaintext alerts and data only before the association opens.
+            const auto alert = record(content_type::alert, 0, 0, {std::byte{2}, std::byte{40}});
+            BOOST_TEST(drop_of(alert, base) == drop_reason::none);
+            BOOST_TEST(drop_of(alert, open) == drop_reason::wrong_epoch);
+            BOOST_TEST(drop_of(record(content_type::application_data, 0, 0, filler(5)), open) ==
+                       drop_reason::wrong_epoch);
+
+            // Fragments OpenSSL would mistake or abandon the handshake over.
+            BOOST_TEST(drop_of(record(content_type::handshake, 0, 0, fragment(11, 900, 2, 0, {})), base) ==
+                       drop_reason::malformed);
+            BOOST_TEST(drop_of(record(content_type::handshake, 0, 0, fragment(11, 65537, 2, 0, filler(10))), base) ==
+                       drop_reason::malformed);
+
+            const auto finish = concat({record(content_type::change_cipher_spec, 0, 6, {std::byte{1}}),
+                                        record(content_type::handshake, 1, 0, filler(40))});
+            const auto verdict = judge_datagram(finish, base);
+            BOOST_TEST(verdict.drop == drop_reason::none);
+            BOOST_TEST(verdict.change_cipher_spec);
+            BOOST_TEST(!judge_datagram(client_hello(), base).change_cipher_spec);
+        }
+    }
+}
+
+BOOST_AUTO_TEST_CASE(a_connection_id_record_with_our_connection_id_is_admitted)
+{
+    BOOST_TEST(drop_of(cid_record(1, 0, own_cid, filler(40)), with_cid()) == drop_reason::none);
+    const auto finish = concat({record(content_type::change_cipher_spec, 0, 6, {std::byte{1}}),
+                                cid_record(1, 0, own_cid, filler(40))});
+    const auto verdict = judge_datagram(finish, with_cid());
+    BOOST_TEST(verdict.drop == drop_reason::none);
+    BOOST_TEST(verdict.change_cipher_spec);
+    // The limits hold a view: an equal CID elsewhere in memory matches.
+    const bytes copy = own_cid;
+    admission_limits limits;
+    limits.own_connection_id = copy;
+    limits.connection_id_negotiated = true;
+    BOOST_TEST(drop_of(cid_record(1, 0, own_cid, filler(40)), limits) == drop_reason::none);
+}
+
+BOOST_AUTO_TEST_CASE(a_connection_id_record_with_another_connection_id_is_dropped_as_unknown)
+{
+    BOOST_TEST(drop_of(cid_record(1, 0, other_cid, filler(40)), with_cid()) == drop_reason::unknown_connection_id);
+    // One stranger's record spoils the datagram, as for the other rules.
+    const auto mixed = concat({cid_record(1, 0, own_cid, filler(40)), cid_record(1, 1, other_cid, filler(40))});
+    BOOST_TEST(drop_of(mixed, with_cid()) == drop_reason::unknown_connection_id);
+}
+
+BOOST_AUTO_TEST_CASE(a_connection_id_record_too_short_for_the_inner_content_type_is_dropped_as_bad_length)
+{
+    // 24 bytes of expansion plus the inner content type.
+    BOOST_TEST(drop_of(cid_record(1, 0, own_cid, filler(25)), with_cid()) == drop_reason::none);
+    BOOST_TEST(drop_of(cid_record(1, 0, own_cid, filler(24)), with_cid()) == drop_reason::bad_length);
+    BOOST_TEST(drop_of(cid_record(1, 0, own_cid, {}), with_cid()) == drop_reason::bad_length);
+    admission_limits chacha;
+    chacha.shortest_protected = 16;
+    chacha.known_expansion = 16;
+    BOOST_TEST(drop_of(cid_record(1, 0, own_cid, filler(17)), with_cid(chacha)) == drop_reason::none);
+    BOOST_TEST(drop_of(cid_record(1, 0, own_cid, filler(16)), with_cid(chacha)) == drop_reason::bad_length);
+    // Too long: 2^14 of content, its type byte and the expansion at most.
+    BOOST_TEST(drop_of(cid_record(1, 0, own_cid, filler(16384 + 1 + 16)), with_cid(chacha)) == drop_reason::none);
+    BOOST_TEST(drop_of(cid_record(1, 0, own_cid, filler(16384 + 1 + 17)), with_cid(chacha)) ==
+               drop_reason::bad_length);
+    // Drop reasons keep their order: a short stranger's record is bad_length.
+    BOOST_TEST(drop_of(cid_record(1, 0, other_cid, filler(10)), with_cid()) == drop_reason::bad_length);
+}
+
+BOOST_AUTO_TEST_CASE(a_connection_id_record_without_a_negotiated_connection_id_is_malformed)
+{
+    const auto datagram = cid_record(1, 0, own_cid, filler(40));
+    BOOST_TEST(drop_of(datagram, {}) == drop_reason::malformed);
+    // Our CID known but not (yet) agreed by the peer.
+    auto not_agreed = with_cid();
+    not_agreed.connection_id_negotiated = false;
+    BOOST_TEST(drop_of(datagram, not_agreed) == drop_reason::malformed);
+    // Negotiated, but we asked for an empty CID: the peer sends none.
+    admission_limits empty_cid;
+    empty_cid.connection_id_negotiated = true;
+    BOOST_TEST(drop_of(datagram, empty_cid) == drop_reason::malformed);
+}
+
+BOOST_AUTO_TEST_CASE(a_connection_id_record_at_a_wrong_epoch_is_dropped)
+{
+    BOOST_TEST(drop_of(cid_record(0, 0, own_cid, filler(40)), with_cid()) == drop_reason::malformed);
+    BOOST_TEST(drop_of(cid_record(2, 0, own_cid, filler(40)), with_cid()) == drop_reason::wrong_epoch);
+}
