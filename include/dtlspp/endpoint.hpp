@@ -29,6 +29,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <concepts>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -38,6 +39,7 @@
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <type_traits>
 #include <utility>
 
 namespace dtlspp {
@@ -69,6 +71,7 @@ struct endpoint_counters {
     std::uint64_t dropped_bad_length = 0;   // a protected record shorter than its cipher's nonce + tag, or
                                             // any record longer than its epoch allows
     std::uint64_t dropped_unexpected_type = 0; // a content type never negotiated (heartbeat)
+    std::uint64_t dropped_unknown_connection_id = 0; // a Connection ID record with a CID that is not ours
     std::uint64_t application_messages_in = 0;
     std::uint64_t application_messages_out = 0;
     std::uint64_t application_bytes_in = 0;
@@ -94,6 +97,7 @@ struct endpoint_counters {
         f("not_open", dropped_not_open);
         f("bad_length", dropped_bad_length);
         f("unexpected_type", dropped_unexpected_type);
+        f("unknown_connection_id", dropped_unknown_connection_id);
     }
 };
 
@@ -102,9 +106,49 @@ struct endpoint_counters {
 // bigger cannot be valid DTLS 1.2 and is dropped as oversized.
 inline constexpr std::size_t max_datagram_in = max_udp_payload_limit + record_header_size;
 
+// What a trace needs to read a datagram besides its bytes: the length of
+// the Connection ID its records carry (RFC 9146), which is not on the wire.
+// 0 while none is negotiated, or while the peer's is not known yet (a
+// Connection ID record then reads as one whose framing is unknown).
+struct wire_framing {
+    std::size_t connection_id_length = 0;
+};
+
 // Called with every datagram in and out, e.g. describe_datagram for a
-// capture-like log, or a pcap_writer.
-using trace_hook = std::function<void(direction, std::span<const std::byte>)>;
+// capture-like log, or a pcap_writer. Takes either
+// f(direction, datagram) or f(direction, datagram, const wire_framing&).
+class trace_hook {
+public:
+    trace_hook() = default;
+    trace_hook(std::nullptr_t) {}
+    template <class F>
+        requires std::invocable<F&, direction, std::span<const std::byte>, const wire_framing&>
+    trace_hook(F f) : hook_(std::move(f))
+    {
+    }
+    template <class F>
+        requires(std::invocable<F&, direction, std::span<const std::byte>> &&
+                 !std::invocable<F&, direction, std::span<const std::byte>, const wire_framing&>)
+    trace_hook(F f)
+    {
+        // An empty std::function stays an empty hook.
+        if constexpr (std::is_constructible_v<bool, const F&>) {
+            if (!static_cast<bool>(f)) return;
+        }
+        hook_ = [f = std::move(f)](direction d, std::span<const std::byte> datagram, const wire_framing&) mutable {
+            f(d, datagram);
+        };
+    }
+
+    explicit operator bool() const noexcept { return static_cast<bool>(hook_); }
+    void operator()(direction d, std::span<const std::byte> datagram, const wire_framing& framing = {}) const
+    {
+        hook_(d, datagram, framing);
+    }
+
+private:
+    std::function<void(direction, std::span<const std::byte>, const wire_framing&)> hook_;
+};
 
 template <backend Backend>
 class endpoint {
@@ -169,7 +213,7 @@ public:
         bind(now);
         ++counters_.datagrams_in;
         counters_.bytes_in += datagram.size();
-        if (trace_) trace_(direction::in, datagram);
+        if (trace_) trace_(direction::in, datagram, {connection_id_length(direction::in)});
         if (state_ == endpoint_state::closed || state_ == endpoint_state::failed) {
             ++counters_.dropped_not_open;
             return;
@@ -275,6 +319,16 @@ public:
     const endpoint_counters& counters() const noexcept { return counters_; }
     std::size_t max_message_size() const { return session_.max_record_payload(); }
     std::string cipher_suite() const { return session_.cipher_suite(); }
+    // The Connection IDs (RFC 9146); negotiated is known once open. While
+    // handshaking, `own` is the one this side asked for.
+    const connection_ids& connection_id() const noexcept { return connection_ids_; }
+    // The Connection ID length of records travelling in direction `d`, as a
+    // trace needs it (wire_framing).
+    std::size_t connection_id_length(direction d) const noexcept
+    {
+        if (d == direction::in) return connection_ids_.own.size();
+        return connection_ids_.negotiated ? connection_ids_.peer.size() : 0;
+    }
     const dtlspp::config& settings() const noexcept { return context_->settings(); }
     session_type& native_session() noexcept { return session_; }
     void set_trace(trace_hook hook) { trace_ = std::move(hook); }
@@ -287,6 +341,7 @@ private:
         bind(now);
         started_ = now;
         handshake_deadline_ = now + context_->settings().handshake_deadline;
+        connection_ids_ = session_.connection_ids();
     }
 
     // io_ points into this object, which may have moved since the last call.
@@ -306,14 +361,24 @@ private:
             return false;
         }
         const std::size_t shortest = minimum_protected_record();
-        const auto verdict = detail::judge_datagram(
-            datagram, {shortest, protected_minimum_, state_ == endpoint_state::open});
+        detail::admission_limits limits;
+        limits.shortest_protected = shortest;
+        limits.known_expansion = protected_minimum_;
+        limits.open = state_ == endpoint_state::open;
+        // Records carrying our CID are valid from the peer's Finished on
+        // when we asked for one, and after the handshake only if it was
+        // negotiated.
+        limits.own_connection_id = connection_ids_.own;
+        limits.connection_id_negotiated =
+            !connection_ids_.own.empty() && (state_ == endpoint_state::handshaking || connection_ids_.negotiated);
+        const auto verdict = detail::judge_datagram(datagram, limits);
         switch (verdict.drop) {
         case detail::drop_reason::none: break;
         case detail::drop_reason::malformed: ++counters_.dropped_malformed; return false;
         case detail::drop_reason::wrong_epoch: ++counters_.dropped_wrong_epoch; return false;
         case detail::drop_reason::unexpected_type: ++counters_.dropped_unexpected_type; return false;
         case detail::drop_reason::bad_length: ++counters_.dropped_bad_length; return false;
+        case detail::drop_reason::unknown_connection_id: ++counters_.dropped_unknown_connection_id; return false;
         }
         if (verdict.change_cipher_spec) peer_changed_cipher_ = true;
         if (state_ == endpoint_state::handshaking && settings().role == role::client)
@@ -355,6 +420,7 @@ private:
         case step::done:
             state_ = endpoint_state::open;
             counters_.handshake_duration = io_.now - started_;
+            connection_ids_ = session_.connection_ids();
             break;
         case step::failed: fail_handshake(session_.last_failure()); break;
         case step::want_input: break;
@@ -506,14 +572,14 @@ private:
             ++counters_.datagrams_out;
             counters_.bytes_out += d.size();
             counters_.largest_datagram_out = std::max(counters_.largest_datagram_out, d.size());
-            if (trace_) trace_(direction::out, d);
+            if (trace_) trace_(direction::out, d, {connection_id_length(direction::out)});
             // Application data alone needs no accounting beyond the above:
             // skip the parse on the hot path of an open association.
             if (state_ == endpoint_state::open && !d.empty() &&
                 d[0] == static_cast<std::byte>(content_type::application_data) &&
                 d.size() == record_header_size + record_payload_length(d))
                 continue;
-            parse_datagram(d, [&](const record_view& r) {
+            const auto parsed = parse_datagram(d, [&](const record_view& r) {
                 if (!r.is_encrypted()) next_plaintext_sequence_ = std::max(next_plaintext_sequence_, r.sequence_number + 1);
                 if (r.type == content_type::change_cipher_spec) {
                     handshake_content = true;
@@ -530,7 +596,17 @@ private:
                         highest_seen_ = std::max<int>(highest_seen_, fragment.message_seq);
                     }
                 }
-            });
+            }, connection_id_length(direction::out));
+            // With a Connection ID negotiated our Finished already travels
+            // as a Connection ID record, whose CID length (the peer's) is
+            // known only once the handshake is over: a protected record
+            // of that type before then is the Finished.
+            if (!parsed.ok() && state_ == endpoint_state::handshaking && parsed.malformed_offset < d.size() &&
+                d[parsed.malformed_offset] == static_cast<std::byte>(content_type::tls12_cid)) {
+                handshake_content = true;
+                if (!sent_finished_) new_content = true;
+                sent_finished_ = true;
+            }
         }
         if (!handshake_content) return;
         next_message_seq_ = static_cast<std::uint32_t>(highest_seen_ + 1);
@@ -558,6 +634,7 @@ private:
     datagram_queue out_;
     datagram_io io_;
     trace_hook trace_;
+    connection_ids connection_ids_;
     endpoint_state state_ = endpoint_state::handshaking;
     failure failure_;
     endpoint_counters counters_;

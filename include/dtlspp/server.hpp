@@ -80,6 +80,12 @@ struct server_counters {
     std::uint64_t fragmented_hellos_evicted = 0;      // table full: the oldest partial hello dropped
     std::uint64_t fragmented_hellos_inconsistent = 0; // length, message_seq or overlapping bytes disagreed: dropped
     std::uint64_t fragmented_hellos_too_large = 0;    // longer than max_fragmented_hello_size: refused
+    // Connection ID (RFC 9146): records found by their CID, not their address.
+    std::uint64_t connection_id_unknown = 0;      // a Connection ID record with no association of ours: dropped
+    std::uint64_t connection_id_moves = 0;        // an association moved to the address its newest record came from
+    std::uint64_t connection_id_not_moved = 0;    // a record from another address that did not authenticate, or
+                                                  // was older than the newest: delivered or dropped, nothing moved
+    std::uint64_t connection_id_collisions = 0;   // a new association drew a CID already in use: refused
 
     // Calls f(name, value) for every counter, so a report (the echo server's
     // summary, a metrics exporter) lists them all without naming them.
@@ -102,6 +108,10 @@ struct server_counters {
         f("fragmented_hellos_evicted", fragmented_hellos_evicted);
         f("fragmented_hellos_inconsistent", fragmented_hellos_inconsistent);
         f("fragmented_hellos_too_large", fragmented_hellos_too_large);
+        f("connection_id_unknown", connection_id_unknown);
+        f("connection_id_moves", connection_id_moves);
+        f("connection_id_not_moved", connection_id_not_moved);
+        f("connection_id_collisions", connection_id_collisions);
     }
 };
 
@@ -186,7 +196,22 @@ public:
     {
         refuse_from_handler("receive");
         ++counters_.datagrams_in;
+        // With Connection IDs, a CID record names its association whatever
+        // address it came from (RFC 9146 §6).
+        if (auto* owner = connection_id_owner(datagram)) {
+            if (owner->peer != from) {
+                receive_from_new_address(*owner, from, datagram, now, handler);
+                return;
+            }
+        }
         auto found = sessions_.find(from);
+        if (found == sessions_.end() && cid_length_ != 0 && carries_connection_id(datagram)) {
+            // A handshaking association gets its peer's Finished as a CID
+            // record from its own address (found above); from anywhere else
+            // an unknown CID belongs to nobody.
+            ++counters_.connection_id_unknown;
+            return;
+        }
         if (found != sessions_.end() && found->second->association.is_open()) {
             if (carries_client_hello(datagram)) {
                 // No epoch-0 ClientHello ever reaches an open association:
@@ -224,13 +249,16 @@ public:
                 // A close() from on_data must wait until the endpoint has
                 // returned: it is still reading the datagram's records.
                 const flag_scope receiving(s.receiving);
+                bool authenticated = false;
                 s.association.receive(datagram, now, [&](std::span<const std::byte> data) {
+                    authenticated = true;
                     if (s.close_reason) return; // the handler closed it
                     if constexpr (requires { handler.on_data(from, data); }) {
                         const flag_scope in_callback(in_callback_);
                         handler.on_data(from, data);
                     }
                 });
+                if (authenticated) note_newest(s, datagram);
             }
             if (s.close_reason) close_association(s, now);
             settle(s, now, handler);
@@ -391,6 +419,136 @@ public:
     void set_trace(typename endpoint_type::trace_hook hook) { trace_ = std::move(hook); }
 
 private:
+    // The CID a Connection ID record carries, when this server asks for
+    // CIDs (all of one length, config::connection_id): the bytes after the
+    // sequence number of the datagram's first record.
+    std::optional<std::span<const std::byte>> connection_id_of(std::span<const std::byte> datagram) const noexcept
+    {
+        if (cid_length_ == 0 || !carries_connection_id(datagram) || datagram.size() < 11 + cid_length_ + 2)
+            return std::nullopt;
+        return datagram.subspan(11, cid_length_);
+    }
+
+    static bool carries_connection_id(std::span<const std::byte> datagram) noexcept
+    {
+        return !datagram.empty() && datagram[0] == static_cast<std::byte>(content_type::tls12_cid);
+    }
+
+    static std::string cid_key(std::span<const std::byte> cid)
+    {
+        return std::string(reinterpret_cast<const char*>(cid.data()), cid.size());
+    }
+
+    struct session_entry;
+
+    session_entry* connection_id_owner(std::span<const std::byte> datagram)
+    {
+        const auto cid = connection_id_of(datagram);
+        if (!cid || by_connection_id_.empty()) return nullptr;
+        const auto found = by_connection_id_.find(cid_key(*cid));
+        return found == by_connection_id_.end() ? nullptr : found->second;
+    }
+
+    // The highest (epoch, sequence number) of the datagram's protected
+    // records, as one number.
+    static std::optional<std::uint64_t> newest_record(std::span<const std::byte> datagram, std::size_t cid_length)
+    {
+        std::optional<std::uint64_t> newest;
+        parse_datagram(datagram, [&](const record_view& r) {
+            if (!r.is_encrypted()) return;
+            const std::uint64_t position = (std::uint64_t{r.epoch} << 48) | r.sequence_number;
+            newest = newest ? std::max(*newest, position) : position;
+        }, cid_length);
+        return newest;
+    }
+
+    void note_newest(session_entry& s, std::span<const std::byte> datagram)
+    {
+        if (cid_length_ == 0) return;
+        if (const auto n = newest_record(datagram, cid_length_)) s.newest = std::max(s.newest.value_or(0), *n);
+    }
+
+    // A Connection ID record of `s` from an address that is not its own.
+    // It is delivered, and the association moves to `from` only when the
+    // record authenticated (the stack delivered its data) and is newer than
+    // every record that did before (RFC 9146 §6): a forged record changes
+    // nothing, and a replayed or late one does not drag the association
+    // back to an old address.
+    template <class Handler>
+    void receive_from_new_address(session_entry& s, const peer_address& from, std::span<const std::byte> datagram,
+                                  time_point now, Handler& handler)
+    {
+        const auto position = newest_record(datagram, cid_length_);
+        const bool newer = position && (!s.newest || *position > *s.newest);
+        bool moved = false;
+        {
+            const flag_scope receiving(s.receiving);
+            s.association.receive(datagram, now, [&](std::span<const std::byte> data) {
+                if (!moved && newer && !s.close_reason) {
+                    move_association(s, from, handler);
+                    moved = true;
+                }
+                if (s.close_reason) return;
+                if constexpr (requires { handler.on_data(s.peer, data); }) {
+                    const flag_scope in_callback(in_callback_);
+                    handler.on_data(s.peer, data);
+                }
+            });
+        }
+        if (moved) {
+            s.newest = *position;
+            s.last_activity = now;
+        } else {
+            ++counters_.connection_id_not_moved;
+        }
+        if (s.close_reason) close_association(s, now);
+        settle(s, now, handler);
+    }
+
+    template <class Handler>
+    void move_association(session_entry& s, const peer_address& to, Handler& handler)
+    {
+        // Another association at the new address (a stale one, whose client
+        // the NAT reassigned) keeps its own entry: CIDs tell them apart, but
+        // the address table holds one per address, so the older one goes.
+        if (auto other = sessions_.find(to); other != sessions_.end()) {
+            ++counters_.sessions_closed;
+            retire(*other->second,
+                   make_failure(errc::peer_closed, "another association moved to this address (Connection ID)"),
+                   handler);
+        }
+        auto node = sessions_.extract(s.peer);
+        const peer_address old = s.peer;
+        node.key() = to;
+        s.peer = to;
+        sessions_.insert(std::move(node));
+        ++counters_.connection_id_moves;
+        if constexpr (requires { handler.on_move(old, to); }) {
+            const flag_scope in_callback(in_callback_);
+            handler.on_move(old, to);
+        }
+    }
+
+    // Files an open association under its CID, once; a CID already in use
+    // (drawn twice: likely only with CIDs of a few bytes) refuses the new
+    // association, which is closed with close_notify.
+    void register_connection_id(session_entry& s, time_point now)
+    {
+        if (cid_length_ == 0 || s.cid_registered || !s.association.is_open()) return;
+        const auto& ids = s.association.connection_id();
+        if (!ids.negotiated || ids.own.size() != cid_length_) return;
+        s.cid_registered = true;
+        auto key = cid_key(ids.own);
+        if (by_connection_id_.count(key) != 0) {
+            ++counters_.connection_id_collisions;
+            s.close_reason = make_failure(errc::internal, "its Connection ID is already in use by another association");
+            close_association(s, now);
+            return;
+        }
+        s.cid_key = key;
+        by_connection_id_.emplace(std::move(key), &s);
+    }
+
     using client_random = std::array<std::byte, 32>;
 
     struct session_entry {
@@ -409,6 +567,9 @@ private:
         bool receiving = false;              // inside association.receive: its on_data may run
         bool retiring = false;               // its on_close runs; forgotten when it returns
         std::optional<failure> close_reason; // close() was called for it
+        std::optional<std::uint64_t> newest; // (epoch << 48 | sequence) of the newest record that authenticated
+        bool cid_registered = false;         // looked up in by_connection_id_
+        std::optional<std::string> cid_key;  // its entry there
 
         bool ending() const noexcept { return retiring || close_reason.has_value(); }
         bool association_live() const noexcept
@@ -434,6 +595,8 @@ private:
         : context_(std::move(ctx)), listener_(std::move(l)), settings_(settings),
           hello_reassembly_(settings.fragmented_hello_slots, settings.max_fragmented_hello_size)
     {
+        // Only stacks that negotiate CIDs ever receive a CID record.
+        if (Backend::traits.connection_id) cid_length_ = context_->settings().connection_id.value_or(0);
     }
 
     // receive, on_timeout and shutdown walk the table and the timers while
@@ -461,6 +624,7 @@ private:
     {
         s.retiring = true;
         unschedule(s);
+        if (s.cid_key) by_connection_id_.erase(*s.cid_key);
         const peer_address peer = s.peer; // s is freed below
         struct erase_on_exit {
             std::unordered_map<peer_address, std::unique_ptr<session_entry>>& table;
@@ -557,8 +721,9 @@ private:
     // After any event on an association: send what it queued, tell the
     // handler what changed, reschedule its timer or forget it.
     template <class Handler>
-    void settle(session_entry& s, time_point /*now*/, Handler& handler)
+    void settle(session_entry& s, time_point now, Handler& handler)
     {
+        register_connection_id(s, now);
         collect(s);
         if (!s.announced && s.association.is_open()) {
             s.announced = true;
@@ -716,6 +881,8 @@ private:
     server_counters counters_;
     typename endpoint_type::trace_hook trace_;
     bool in_callback_ = false; // a handler callback runs
+    std::size_t cid_length_ = 0; // of our Connection IDs; 0: none asked for
+    std::unordered_map<std::string, session_entry*> by_connection_id_;
     detail::hello_reassembly hello_reassembly_; // partial ClientHellos of peers without a session
 };
 

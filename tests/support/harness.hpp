@@ -105,6 +105,8 @@ public:
     // Every datagram that was delivered, for assertions on sizes.
     std::vector<bytes> delivered_to_server, delivered_to_client;
     std::vector<std::string> client_received;
+    // Where the server sent each datagram it sent to the client.
+    std::vector<peer_address> server_sent_to;
     test_clock time;
     peer_address client_address = peer_address::parse("127.0.0.1:50000");
 
@@ -175,6 +177,13 @@ public:
         server_->receive(client_address, d, time.now(), handler_);
         pump();
     }
+    // As if a datagram came from another address (a forger, or the client
+    // after a NAT rebinding).
+    void inject_to_server_from(const peer_address& from, std::span<const std::byte> d)
+    {
+        server_->receive(from, d, time.now(), handler_);
+        pump();
+    }
 
     endpoint<ClientBackend>& client() { return *client_; }
     // The server's side of the association, while it exists.
@@ -215,7 +224,10 @@ private:
         for (int round = 0; round < 1000; ++round) {
             std::vector<bytes> up, down;
             client_->drain([&](std::span<const std::byte> d) { up.emplace_back(d.begin(), d.end()); });
-            server_->drain([&](const peer_address&, std::span<const std::byte> d) { down.emplace_back(d.begin(), d.end()); });
+            server_->drain([&](const peer_address& to, std::span<const std::byte> d) {
+                down.emplace_back(d.begin(), d.end());
+                server_sent_to.push_back(to);
+            });
             if (up.empty() && down.empty()) break;
             moved = true;
             for (auto& d : up) {

@@ -596,13 +596,22 @@ public:
         return suite ? detail::aead_expansion(suite->cipher) : 0;
     }
 
+    // While handshaking: the CID we asked for, if any. After: both, when
+    // negotiated (mbedtls_ssl_get_peer_cid answers only then).
     dtlspp::connection_ids connection_ids() const
     {
         dtlspp::connection_ids ids;
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000 && defined(MBEDTLS_SSL_DTLS_CONNECTION_ID)
-        auto& ssl = const_cast<mbedtls_ssl_context&>(state_->ssl); // the getters take a non-const pointer
-        if (!detail::mbedtls::handshake_over(ssl) || !state_->connection_id_enabled)
+        if (!state_->connection_id_enabled) return ids;
+        const auto& own = state_->own_connection_id;
+        auto as_bytes = [](const unsigned char* p, std::size_t n) {
+            return std::vector<std::byte>(reinterpret_cast<const std::byte*>(p), reinterpret_cast<const std::byte*>(p) + n);
+        };
+        auto& ssl = const_cast<mbedtls_ssl_context&>(state_->ssl); // the getter takes a non-const pointer
+        if (!detail::mbedtls::handshake_over(ssl)) {
+            ids.own = as_bytes(own.data(), own.size());
             return ids;
+        }
         int enabled = MBEDTLS_SSL_CID_DISABLED;
         std::array<unsigned char, MBEDTLS_SSL_CID_OUT_LEN_MAX> peer{};
         std::size_t peer_length = 0;
@@ -612,11 +621,8 @@ public:
             enabled != MBEDTLS_SSL_CID_ENABLED)
             return ids;
         ids.negotiated = true;
-        ids.peer.assign(reinterpret_cast<const std::byte*>(peer.data()),
-                        reinterpret_cast<const std::byte*>(peer.data()) + peer_length);
-        const auto& own = state_->own_connection_id;
-        ids.own.assign(reinterpret_cast<const std::byte*>(own.data()),
-                       reinterpret_cast<const std::byte*>(own.data()) + own.size());
+        ids.own = as_bytes(own.data(), own.size());
+        ids.peer = as_bytes(peer.data(), peer_length);
 #endif
         return ids;
     }
