@@ -131,9 +131,10 @@ public:
                  !std::invocable<F&, direction, std::span<const std::byte>, const wire_framing&>)
     trace_hook(F f)
     {
-        // An empty std::function stays an empty hook.
-        if constexpr (std::is_constructible_v<bool, const F&>) {
-            if (!static_cast<bool>(f)) return;
+        // An empty std::function or a null function pointer stays an empty
+        // hook (a lambda is never empty).
+        if constexpr (is_nullable<F>::value) {
+            if (!f) return;
         }
         hook_ = [f = std::move(f)](direction d, std::span<const std::byte> datagram, const wire_framing&) mutable {
             f(d, datagram);
@@ -147,6 +148,11 @@ public:
     }
 
 private:
+    template <class T>
+    struct is_nullable : std::is_pointer<T> {};
+    template <class R, class... A>
+    struct is_nullable<std::function<R(A...)>> : std::true_type {};
+
     std::function<void(direction, std::span<const std::byte>, const wire_framing&)> hook_;
 };
 

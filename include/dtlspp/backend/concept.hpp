@@ -32,7 +32,7 @@
 // | s.max_record_payload()        | std::size_t                     | largest write that fits one datagram           |
 // | s.record_expansion()          | std::size_t                     | bytes the negotiated cipher adds to a record body (AEAD nonce + tag); 0 while unknown |
 // | s.cipher_suite()              | std::string                     | negotiated suite (IANA name where known)       |
-// | s.connection_ids()            | connection_ids                  | the negotiated Connection IDs (RFC 9146), if any |
+// | s.connection_ids()            | connection_ids                  | RFC 9146 CIDs: while handshaking the one we asked for; after, both if negotiated |
 //
 // Callers check the role, the association's state and the message size
 // before calling (detail/checks.hpp holds those checks, once); a backend does
@@ -149,6 +149,8 @@ struct backend_traits {
 // The Connection IDs of an association (RFC 9146 §3): `own` is the one the
 // peer puts in the records it sends us, `peer` the one we put in ours. Either
 // may be empty while negotiated (a side may ask for a zero-length one).
+// During the handshake only `own` is known (what this side asked for), and
+// records carrying it are already valid: the peer's Finished uses it.
 struct connection_ids {
     bool negotiated = false;
     std::vector<std::byte> own;

@@ -726,8 +726,10 @@ private:
                                     "mbedTLS produced a " + std::to_string(state_->refused_size) +
                                         "-byte datagram, above max_udp_payload (" +
                                         std::to_string(state_->max_datagram) +
-                                        "); mbedTLS 2.28 never fragments its ClientHello, so shorten it (fewer or "
-                                        "shorter ALPN names, a shorter server_name) or raise max_udp_payload");
+                                        ")" + (detail::mbedtls::is_3x ? std::string("; raise max_udp_payload")
+                                                                      : std::string("; mbedTLS 2.28 never fragments its ClientHello, so "
+                                                                                    "shorten it (fewer or shorter ALPN names, a shorter "
+                                                                                    "server_name) or raise max_udp_payload")));
             return;
         }
         const auto& ssl = state_->ssl;
