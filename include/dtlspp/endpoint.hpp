@@ -333,7 +333,10 @@ public:
     std::size_t connection_id_length(direction d) const noexcept
     {
         if (d == direction::in) return connection_ids_.own.size();
-        return connection_ids_.negotiated ? connection_ids_.peer.size() : 0;
+        if (connection_ids_.negotiated) return connection_ids_.peer.size();
+        // Our Finished already carries the peer's CID: while handshaking,
+        // the length the ServerHello asked for (a client reads it there).
+        return state_ == endpoint_state::handshaking ? peer_cid_length_in_hello_ : 0;
     }
     const dtlspp::config& settings() const noexcept { return context_->settings(); }
     session_type& native_session() noexcept { return session_; }
@@ -371,6 +374,7 @@ private:
         limits.shortest_protected = shortest;
         limits.known_expansion = protected_minimum_;
         limits.open = state_ == endpoint_state::open;
+        limits.max_plaintext = std::min(max_plaintext_record, Backend::traits.max_record_in);
         // Records carrying our CID are valid from the peer's Finished on
         // when we asked for one, and after the handshake only if it was
         // negotiated.
@@ -414,10 +418,41 @@ private:
         if (r.is_encrypted()) return;
         if (r.type == content_type::handshake) {
             for (const auto& fragment : r.fragments())
-                if (fragment.msg_type == static_cast<std::uint8_t>(handshake_type::server_hello)) seen_server_hello_ = true;
+                if (fragment.msg_type == static_cast<std::uint8_t>(handshake_type::server_hello)) {
+                    seen_server_hello_ = true;
+                    if (!connection_ids_.own.empty() || context_->settings().connection_id)
+                        peer_cid_length_in_hello_ = connection_id_asked_in(fragment);
+                }
         } else if (const auto alert = r.alert()) {
             refused_at_limit_ = !seen_server_hello_ && alert->level == 2 && alert->description == 80;
         }
+    }
+
+    // The length of the CID a whole ServerHello asks for in its
+    // connection_id extension (RFC 9146 §3: extension 54, a one-byte length
+    // and the CID), 0 without one. Only for the trace and the counters: the
+    // stack negotiates.
+    static std::size_t connection_id_asked_in(const handshake_fragment& hello) noexcept
+    {
+        if (!hello.is_whole_message()) return 0;
+        const auto body = hello.body;
+        auto byte = [&](std::size_t i) { return std::to_integer<std::size_t>(body[i]); };
+        std::size_t at = 2 + 32; // server_version, random
+        if (at >= body.size()) return 0;
+        at += 1 + byte(at); // session_id
+        at += 2 + 1;        // cipher_suite, compression_method
+        if (at + 2 > body.size()) return 0;
+        const std::size_t end = std::min(body.size(), at + 2 + ((byte(at) << 8) | byte(at + 1)));
+        at += 2;
+        while (at + 4 <= end) {
+            const std::size_t type = (byte(at) << 8) | byte(at + 1);
+            const std::size_t length = (byte(at + 2) << 8) | byte(at + 3);
+            at += 4;
+            if (at + length > end) return 0;
+            if (type == 54 && length >= 1) return byte(at);
+            at += length;
+        }
+        return 0;
     }
 
     void advance_handshake()
@@ -657,6 +692,7 @@ private:
     bool peer_changed_cipher_ = false;
     bool seen_server_hello_ = false;
     bool refused_at_limit_ = false;
+    std::size_t peer_cid_length_in_hello_ = 0; // see connection_id_length()
 };
 
 } // namespace dtlspp

@@ -144,6 +144,11 @@ struct backend_traits {
     timer_clock timers = timer_clock::caller;
     bool connection_id = false; // negotiates RFC 9146 Connection IDs
     dtls_versions versions{};
+    // The most plaintext one received record may carry: 2^14 by the RFC, less
+    // where the stack's input buffer was built smaller (mbedTLS's
+    // MBEDTLS_SSL_IN_CONTENT_LEN). The endpoint drops and counts a longer
+    // record (dropped_bad_length) rather than let the stack lose it unseen.
+    std::size_t max_record_in = 16384;
 };
 
 // The Connection IDs of an association (RFC 9146 §3): `own` is the one the

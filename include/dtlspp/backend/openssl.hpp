@@ -187,7 +187,7 @@ struct openssl_backend {
     static constexpr std::string_view name = "openssl";
     // OpenSSL's DTLS timer reads its own clock (see the top of this file);
     // OpenSSL 3.0 has no Connection ID.
-    static constexpr backend_traits traits{timer_clock::wall_clock, false, {true, false}};
+    static constexpr backend_traits traits{timer_clock::wall_clock, false, {true, false}, 16384};
 
     // OpenSSL-only extras, outside the backend contract.
     struct options {

@@ -10,7 +10,10 @@
 //   peer's address could end every association with one datagram;
 // - a record longer than its epoch allows (2^14 bytes of plaintext, plus
 //   the cipher's expansion when protected) is one a stack may answer with a
-//   fatal record_overflow (RFC 5246 §6.2.1-6.2.3) rather than drop;
+//   fatal record_overflow (RFC 5246 §6.2.1-6.2.3) rather than drop; a
+//   stack built with a smaller input buffer (mbedTLS with 4 KiB records)
+//   sets the bound lower (backend_traits::max_record_in), and would
+//   otherwise lose such a record without anyone counting it;
 // - epochs above 1 cannot exist: dtlspp never renegotiates;
 // - heartbeat (RFC 6520) is never negotiated: nothing of that type is valid;
 // - an empty fragment of a non-empty handshake message is taken by OpenSSL
@@ -65,6 +68,7 @@ struct admission_limits {
     std::size_t shortest_protected = largest_aead_expansion; // the cipher's expansion, or the bound for all
     std::size_t known_expansion = 0;                         // 0 while the suite is not known for good
     bool open = false;                                       // the association is open
+    std::size_t max_plaintext = max_plaintext_record;        // what the stack can take in one record
     // The CID we asked the peer to put on its records (RFC 9146 §3); it
     // must outlive the call. Empty means the peer sends none.
     std::span<const std::byte> own_connection_id;
@@ -102,8 +106,8 @@ inline admission_verdict judge_datagram(std::span<const std::byte> datagram, con
         const std::size_t inner_type = r.type == content_type::tls12_cid ? 1 : 0;
         const auto length = r.payload.size();
         if (r.is_encrypted() ? length < limits.shortest_protected + inner_type ||
-                                   length > max_plaintext_record + inner_type + largest_expansion
-                             : length > max_plaintext_record)
+                                   length > limits.max_plaintext + inner_type + largest_expansion
+                             : length > limits.max_plaintext)
             bad_length = true;
         if (r.type == content_type::tls12_cid &&
             !std::ranges::equal(r.connection_id, limits.own_connection_id))
