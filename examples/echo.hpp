@@ -172,8 +172,7 @@ int run_echo_client(const arguments& args, dtlspp::config c, capture& cap)
     const long count = args.number("--count", 1);
     const long size = args.number("--size", 32);
     if (size == 0) throw usage_error("--size: must be at least 1");
-    const std::optional<long> rebind_after =
-        args.has("--rebind-after") ? std::optional<long>(args.number("--rebind-after", 0)) : std::nullopt;
+    const long rebind_after = args.has("--rebind-after") ? args.number("--rebind-after", 0) : -1; // -1: never
 
     dtlspp::failure f;
     const auto started = steady_clock::now();
@@ -194,7 +193,7 @@ int run_echo_client(const arguments& args, dtlspp::config c, capture& cap)
     long echoed = 0;
     bool rebound = false;
     for (long i = 0; i < count; ++i) {
-        if (rebind_after && i == *rebind_after) {
+        if (i == rebind_after) {
             // A NAT rebinding, on purpose: the same association from a new port.
             const auto before = client->local_address(ec);
             if (!ec) client->rebind(ec);
