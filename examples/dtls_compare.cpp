@@ -6,6 +6,7 @@
 //   dtls_compare --mtu 1200,576 --loss 0,20 --seeds 50 --jobs 8 --csv
 //   dtls_compare --pairs openssl-mbedtls --seeds 1 --trace --pcap captures
 //   dtls_compare --openssl-default-mtu            # OpenSSL's 228-byte fallback next to the fix
+//   dtls_compare --loss 0 --seeds 1 --rebind      # does the association follow a client's new address?
 //
 // Timing: OpenSSL's DTLS timer reads the wall clock, so every pair with
 // OpenSSL runs on real time (sleeping until the next event); keep the
@@ -55,6 +56,9 @@ const char* const usage =
     "  --jobs N                runs at once; real-time runs mostly sleep (default 1)\n"
     "  --openssl-default-mtu   also run pairs with OpenSSL as a plain datagram BIO would set it up,\n"
     "                          falling back to 228-byte datagrams, next to the configured MTU\n"
+    "  --rebind                both sides ask for an 8-byte Connection ID, and the client's address\n"
+    "                          changes after half the messages (a NAT rebinding); the table says\n"
+    "                          whether each pair's association survived it\n"
     "  --certs DIR             test certificates (default tests/certs)\n"
     "  --leaf NAME             server certificate in DIR (default server-ecdsa; e.g. server-rsa4096)\n"
     "  --trace                 print every datagram of every run, like a capture\n"
@@ -178,7 +182,7 @@ int main(int argc, char** argv)
                                  {"--pairs", "--mtu", "--loss", "--seeds", "--first-seed", "--messages", "--size",
                                   "--initial-rto-ms", "--max-rto-ms", "--deadline-ms", "--delay-ms", "--echo-wait-ms",
                                   "--clock", "--jobs", "--certs", "--leaf", "--pcap"},
-                                 {"--trace", "--csv", "--json", "--quiet", "--openssl-default-mtu"}, [&](const examples::arguments& args) {
+                                 {"--trace", "--csv", "--json", "--quiet", "--openssl-default-mtu", "--rebind"}, [&](const examples::arguments& args) {
         const auto available = built_pairs();
         if (available.empty()) throw usage_error("no backend built in");
 
@@ -256,6 +260,8 @@ int main(int argc, char** argv)
                                   (ec ? ": " + ec.message() : ""));
         }
         const bool openssl_default_mtu = args.has("--openssl-default-mtu");
+        const bool rebind = args.has("--rebind");
+        if (rebind && settings.messages == 0) throw usage_error("--rebind: needs --messages 1 or more");
 
         // The grid, one group of seeds per row.
         std::vector<job> grid;
@@ -270,6 +276,7 @@ int main(int argc, char** argv)
                         spec.mtu = mtu;
                         spec.loss = loss;
                         spec.openssl_default_mtu = default_mtu;
+                        spec.rebind = rebind;
                         groups.emplace_back(pair->name, spec);
                         for (std::size_t s = 0; s < seeds; ++s) {
                             spec.seed = first_seed + s;
@@ -331,7 +338,7 @@ int main(int argc, char** argv)
         } else if (args.has("--json")) {
             print_json(std::cout, rows, settings);
         } else {
-            print_table(std::cout, rows, openssl_default_mtu);
+            print_table(std::cout, rows, openssl_default_mtu, rebind);
             std::cout << "\nTimers: initial retransmission timeout " << settings.initial_rto.count()
                       << " ms, doubling up to " << settings.max_rto.count() << " ms; handshake deadline "
                       << settings.deadline.count() << " ms. Link: " << settings.delay.count()
@@ -340,6 +347,12 @@ int main(int argc, char** argv)
                                                  : "real for every pair")
                       << ". " << settings.messages << " echo messages of " << settings.message_size
                       << " bytes per run; leaf certificate " << leaf << ".\n";
+            if (rebind)
+                std::cout << "Rebind: both sides ask for Connection IDs of " << rebind_connection_id_length
+                          << " bytes; after " << settings.messages / 2
+                          << " messages the client's address changes (the server is told a new source port) "
+                             "and the rest are sent from there. \"survived\": every message sent after the "
+                             "move was echoed; without a Connection ID the server takes the client for a stranger.\n";
             bool any_failure = false;
             for (const auto& r : rows)
                 for (const auto& why : r.failures) {

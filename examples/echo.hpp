@@ -31,9 +31,38 @@ inline std::atomic<bool> stop_requested{false};
 inline dtlspp::trace_hook verbose_trace(bool on)
 {
     if (!on) return {};
-    return [](dtlspp::direction d, std::span<const std::byte> datagram) {
-        std::cout << dtlspp::describe_datagram(d, datagram) << '\n';
+    // The framing tells the CID length of records coming in, which the
+    // bytes alone cannot: a CID record does not say how long its CID is.
+    return [](dtlspp::direction d, std::span<const std::byte> datagram, const dtlspp::wire_framing& framing) {
+        std::cout << dtlspp::describe_datagram(d, datagram, framing.connection_id_length) << '\n';
     };
+}
+
+inline std::string hex(std::span<const std::byte> bytes)
+{
+    static constexpr char digits[] = "0123456789abcdef";
+    std::string text;
+    for (const auto b : bytes) {
+        text += digits[std::to_integer<unsigned>(b) >> 4];
+        text += digits[std::to_integer<unsigned>(b) & 0xf];
+    }
+    return text;
+}
+
+// "connection id: ..." for the connected / open lines, when one was asked
+// for: the CIDs in use, or why there are none.
+template <class Backend>
+std::string describe_connection_id(const dtlspp::config& c, const dtlspp::connection_ids& ids)
+{
+    if (!c.connection_id) return {};
+    const auto one = [](std::span<const std::byte> cid) {
+        return std::to_string(cid.size()) + " bytes" + (cid.empty() ? "" : " " + hex(cid));
+    };
+    if (ids.negotiated) return "connection id: ours " + one(ids.own) + ", peer's " + one(ids.peer);
+    if (!Backend::traits.connection_id)
+        return "connection id: not negotiated (" + std::string(Backend::name) + " " + Backend::version() +
+               " has none)";
+    return "connection id: not negotiated (the peer did not take it up)";
 }
 
 // The capture plugs into the socket hook of udp_server / client: it sees
@@ -75,12 +104,22 @@ int run_echo_server(const arguments& args, dtlspp::config c, capture& cap)
 
     struct handler {
         dtlspp::udp_server<Backend>* server;
+        const dtlspp::config* config;
         bool verbose = false;
         long closed = 0;
         void on_open(const dtlspp::peer_address& peer)
         {
             const auto* e = server->core().find(peer);
-            std::cout << "open " << peer.to_string() << " " << (e ? e->cipher_suite() : "") << std::endl;
+            std::cout << "open " << peer.to_string() << " " << (e ? e->cipher_suite() : "");
+            if (e && config->connection_id) std::cout << ", " << describe_connection_id<Backend>(*config, e->connection_id());
+            std::cout << std::endl;
+        }
+        // The client's address changed and its Connection ID led the
+        // server to the association (RFC 9146): it now answers there.
+        void on_move(const dtlspp::peer_address& from, const dtlspp::peer_address& to)
+        {
+            std::cout << "echo_server: " << from.to_string() << " moved to " << to.to_string() << " (Connection ID)"
+                      << std::endl;
         }
         void on_data(const dtlspp::peer_address& peer, std::span<const std::byte> data)
         {
@@ -105,7 +144,7 @@ int run_echo_server(const arguments& args, dtlspp::config c, capture& cap)
         {
             std::cout << "refused " << peer.to_string() << ": " << why.what() << std::endl;
         }
-    } h{&*server, args.has("--verbose")};
+    } h{&*server, &c, args.has("--verbose")};
 
     std::signal(SIGINT, [](int) { stop_requested = true; });
     std::signal(SIGTERM, [](int) { stop_requested = true; });
@@ -133,6 +172,7 @@ int run_echo_client(const arguments& args, dtlspp::config c, capture& cap)
     const long count = args.number("--count", 1);
     const long size = args.number("--size", 32);
     if (size == 0) throw usage_error("--size: must be at least 1");
+    const long rebind_after = args.has("--rebind-after") ? args.number("--rebind-after", 0) : -1; // -1: never
 
     dtlspp::failure f;
     const auto started = steady_clock::now();
@@ -145,11 +185,26 @@ int run_echo_client(const arguments& args, dtlspp::config c, capture& cap)
     }
     const auto handshake = duration_cast<microseconds>(steady_clock::now() - started);
     std::cout << "echo_client: " << Backend::name << " connected to " << server_address.to_string() << " with "
-              << client->association().cipher_suite() << " in " << handshake.count() / 1000.0 << " ms" << std::endl;
+              << client->association().cipher_suite() << " in " << handshake.count() / 1000.0 << " ms";
+    if (c.connection_id) std::cout << ", " << describe_connection_id<Backend>(c, client->association().connection_id());
+    std::cout << std::endl;
 
     std::vector<std::byte> message(static_cast<std::size_t>(size)), reply(static_cast<std::size_t>(size) + 1);
     long echoed = 0;
+    bool rebound = false;
     for (long i = 0; i < count; ++i) {
+        if (i == rebind_after) {
+            // A NAT rebinding, on purpose: the same association from a new port.
+            const auto before = client->local_address(ec);
+            if (!ec) client->rebind(ec);
+            if (ec) {
+                std::cerr << "echo_client: rebind: " << ec.message() << '\n';
+                return 1;
+            }
+            rebound = true;
+            std::cout << "echo_client: rebound from " << before.to_string() << " to "
+                      << client->local_address().to_string() << std::endl;
+        }
         for (std::size_t k = 0; k < message.size(); ++k) message[k] = static_cast<std::byte>('a' + (i + static_cast<long>(k)) % 26);
         client->send(message, ec);
         if (ec) {
@@ -160,7 +215,11 @@ int run_echo_client(const arguments& args, dtlspp::config c, capture& cap)
         auto n = client->receive(reply, seconds(5), ec);
         if (!n || *n != message.size() || !std::equal(message.begin(), message.end(), reply.begin())) {
             std::cerr << "echo_client: echo " << i + 1 << " "
-                      << (ec ? ec.message() : n ? "came back different" : "timed out") << '\n';
+                      << (ec ? ec.message() : n ? "came back different" : "timed out");
+            // Without a CID the server cannot tell the new port is us.
+            if (rebound && !n && !ec && !client->association().connection_id().negotiated)
+                std::cerr << " (after the rebind, with no Connection ID the server takes the new port for a stranger)";
+            std::cerr << '\n';
             return 1;
         }
         ++echoed;

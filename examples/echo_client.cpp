@@ -21,6 +21,8 @@ static const char* const usage =
     "  --count N                 messages to echo (default 1)\n"
     "  --size BYTES              bytes per message (default 32)\n"
     "  --handshake-timeout-ms N  give up the handshake after this long (default 30000)\n"
+    "  --connection-id N         ask the server for an N-byte Connection ID (0 to 32, RFC 9146)\n"
+    "  --rebind-after K          after K echoes, move to a new local port (a NAT rebinding)\n"
     "  --verbose                 print one line per datagram\n"
     "  --pcap FILE               write every datagram in and out to FILE (pcap, real addresses)\n"
     "  --keylog FILE             append the session keys to FILE (NSS key log, for Wireshark);\n"
@@ -30,7 +32,8 @@ int main(int argc, char** argv)
 {
     return examples::run_program("echo_client", usage, argc, argv,
                                  {"--connect", "--ca", "--server-name", "--cert", "--key", "--psk", "--mtu", "--backend",
-                                  "--count", "--size", "--handshake-timeout-ms", "--pcap", "--keylog"},
+                                  "--count", "--size", "--handshake-timeout-ms", "--pcap", "--keylog",
+                                  "--connection-id", "--rebind-after"},
                                  {"--verbose", "--insecure"}, [&](const examples::arguments& args) {
         dtlspp::config c;
         c.role = dtlspp::role::client;

@@ -20,6 +20,8 @@ static const char* const usage =
     "  --idle-timeout-ms N       close associations idle this long (default 60000)\n"
     "  --handshake-timeout-ms N  fail handshakes not done by then (default 30000)\n"
     "  --exit-after N            stop after N associations have ended (default: run until SIGINT)\n"
+    "  --connection-id N         ask clients for an N-byte Connection ID (0 to 32, RFC 9146):\n"
+    "                            associations then follow a client to a new address\n"
     "  --verbose                 print one line per datagram, and each association's drop\n"
     "                            counters when it closes\n"
     "  --pcap FILE               write every datagram in and out to FILE (pcap, real addresses)\n"
@@ -30,7 +32,8 @@ int main(int argc, char** argv)
 {
     return examples::run_program("echo_server", usage, argc, argv,
                                  {"--listen", "--cert", "--key", "--ca", "--psk", "--mtu", "--backend", "--max-sessions",
-                                  "--idle-timeout-ms", "--handshake-timeout-ms", "--exit-after", "--pcap", "--keylog"},
+                                  "--idle-timeout-ms", "--handshake-timeout-ms", "--exit-after", "--pcap", "--keylog",
+                                  "--connection-id"},
                                  {"--verbose"}, [&](const examples::arguments& args) {
         dtlspp::config c;
         c.role = dtlspp::role::server;

@@ -102,6 +102,13 @@ inline void apply_common(const arguments& args, dtlspp::config& c)
     c.max_udp_payload = static_cast<std::size_t>(args.number("--mtu", 1200));
     if (args.has("--handshake-timeout-ms"))
         c.handshake_deadline = std::chrono::milliseconds(args.number("--handshake-timeout-ms", 30000));
+    if (args.has("--connection-id")) {
+        const long length = args.number("--connection-id", 0);
+        if (length > static_cast<long>(dtlspp::max_connection_id_length))
+            throw usage_error("--connection-id: " + std::to_string(length) + " bytes; the length must be 0 to " +
+                              std::to_string(dtlspp::max_connection_id_length));
+        c.connection_id = static_cast<std::size_t>(length);
+    }
 }
 
 // --pcap FILE and --keylog FILE; without --keylog, SSLKEYLOGFILE names the

@@ -41,6 +41,29 @@ for message in ClientHello HelloVerifyRequest ServerHello Certificate ServerKeyE
   grep -q "$message" <<<"$trace" || fail "--trace output lacks $message"
 done
 
+# --rebind: the client's address changes halfway. A pair's association
+# survives exactly when it negotiated a Connection ID, and OpenSSL (3.0) has
+# none; every handshake still completes.
+csv=$(timeout 60 "$tool" --certs "$certs" --loss 0 --seeds 1 --messages 4 --rebind --csv --quiet) ||
+  fail "dtls_compare --rebind exited with status $?"
+echo "$csv"
+header=$(head -n 1 <<<"$csv")
+ok_col=$(col ok); runs_col=$(col runs); cid_col=$(col runs_with_connection_id); survived_col=$(col survived_rebind)
+after_col=$(col sent_after_rebind)
+if [ -z "$cid_col" ] || [ -z "$survived_col" ]; then fail "--rebind: no CID columns in $header"; fi
+for pair in "${expected[@]}"; do
+  row=$(grep "^$pair," <<<"$csv") || fail "--rebind: no row for $pair"
+  IFS=, read -ra f <<<"$row"
+  [ "${f[ok_col-1]}" = "${f[runs_col-1]}" ] || fail "$pair --rebind: ${f[ok_col-1]}/${f[runs_col-1]} handshakes"
+  [ "${f[after_col-1]}" -gt 0 ] || fail "$pair --rebind: nothing sent after the rebind"
+  [ "${f[survived_col-1]}" = "${f[cid_col-1]}" ] ||
+    fail "$pair --rebind: ${f[survived_col-1]} survived, ${f[cid_col-1]} had a Connection ID"
+  if [[ $pair == *openssl* ]]; then
+    [ "${f[cid_col-1]}" = 0 ] || fail "$pair --rebind: a Connection ID with OpenSSL"
+  fi
+  echo "rebind $pair: connection id ${f[cid_col-1]}/${f[ok_col-1]}, survived ${f[survived_col-1]}/${f[ok_col-1]}"
+done
+
 status=0
 "$tool" --certs "$certs" --loss 101 >/dev/null 2>&1 || status=$?
 [ "$status" -eq 2 ] || fail "--loss 101: expected status 2, got $status"

@@ -475,6 +475,75 @@ gnutls_serv_case() {
 }
 
 # ---------------------------------------------------------------------------
+# (e) echo_client -> echo_server with a Connection ID, the client moving to a
+# new port after two echoes (a NAT rebinding): the server must follow it
+# there. Only where the build's stack negotiates CIDs: a first, short run
+# (--count 0) reads the client's "connection id:" line, and a stack without
+# them is skipped with the reason that line gives.
+
+cid_rebind_case() {
+    local backend=$1 name=$2
+    next_case
+    local pout="$CASE.probe.server" pcout="$CASE.probe.client" sout="$CASE.server" cout="$CASE.client"
+    local x509="--cert server-ecdsa.pem --key server-ecdsa.key --connection-id 8"
+    # shellcheck disable=SC2086
+    if ! start_echo_server "$backend" "$pout" 127.0.0.1 $x509; then
+        fail "$name" "echo_server did not start" "$pout"
+        return
+    fi
+    timeout "$PROCESS_LIMIT" "$ECHO_CLIENT" --backend "$backend" --connect "127.0.0.1:$ECHO_PORT" --ca ca.pem \
+        --connection-id 8 --count 0 </dev/null >"$pcout" 2>&1
+    local status=$?
+    wait_exit "$ECHO_PID" >/dev/null
+    local line
+    line=$(grep -Eo 'connection id: .*' "$pcout" | head -n 1)
+    if ((status != 0)) || [[ -z $line ]]; then
+        fail "$name" "the probe run failed (status $status) or printed no 'connection id:' line" "$pcout" "$pout"
+        return
+    fi
+    if [[ $line == *"not negotiated"* ]]; then
+        skip "$name" "${line#connection id: }"
+        return
+    fi
+    # shellcheck disable=SC2086
+    if ! start_echo_server "$backend" "$sout" 127.0.0.1 $x509; then
+        fail "$name" "echo_server did not start" "$sout"
+        return
+    fi
+    timeout "$PROCESS_LIMIT" "$ECHO_CLIENT" --backend "$backend" --connect "127.0.0.1:$ECHO_PORT" --ca ca.pem \
+        --connection-id 8 --rebind-after 2 --count 5 </dev/null >"$cout" 2>&1
+    status=$?
+    wait_exit "$ECHO_PID" >/dev/null # --exit-after 1: it ends after the close
+    if ((status != 0)) || ! grep -q ' 5/5 echoes' "$cout"; then
+        fail "$name" "echo_client exited with status $status, or not all 5 echoes came back" "$cout" "$sout"
+        return
+    fi
+    if ! grep -Eq '^echo_client: rebound from 127\.0\.0\.1:[0-9]+ to 127\.0\.0\.1:[0-9]+$' "$cout"; then
+        fail "$name" "echo_client printed no 'rebound from ... to ...' line" "$cout"
+        return
+    fi
+    if ! grep -Eq 'connection id: ours 8 bytes [0-9a-f]{16}, peer.s 8 bytes [0-9a-f]{16}' "$cout" ||
+        ! grep -Eq '^open .*connection id: ours 8 bytes [0-9a-f]{16}, peer.s 8 bytes [0-9a-f]{16}' "$sout"; then
+        fail "$name" "a side did not report two 8-byte Connection IDs" "$cout" "$sout"
+        return
+    fi
+    # The server follows the client from the port it left to the new one.
+    local from to
+    from=$(sed -n 's/^echo_client: rebound from \(.*\) to .*$/\1/p' "$cout")
+    to=$(sed -n 's/^echo_client: rebound from .* to \(.*\)$/\1/p' "$cout")
+    if ! grep -Fxq "echo_server: $from moved to $to (Connection ID)" "$sout"; then
+        fail "$name" "echo_server printed no 'echo_server: $from moved to $to (Connection ID)'" "$sout" "$cout"
+        return
+    fi
+    if ! grep -Eq '^echo_server: counters .* connection_id_moves=1( |$)' "$sout" ||
+        ! grep -Eq '^echo_server: counters .* sessions_created=1( |$)' "$sout"; then
+        fail "$name" "the counters do not show one association and one move" "$sout"
+        return
+    fi
+    pass "$name"
+}
+
+# ---------------------------------------------------------------------------
 # Which backends the example programs were built with. Both programs pick
 # the backend before anything else and say "--backend: 'NAME' is not built
 # in" when they lack it; with it, they go on to check their other options
@@ -571,6 +640,8 @@ run_backend() {
     else
         skip "[$b] gnutls-serv cases" "no gnutls-serv command"
     fi
+
+    cid_rebind_case "$b" "[$b] echo_client -> echo_server, Connection ID, rebind after 2 echoes"
 }
 
 for backend in "${BACKENDS[@]}"; do

@@ -82,6 +82,11 @@ public:
         std::lock_guard lock(mutex_);
         return handler_.closed;
     }
+    std::vector<std::pair<peer_address, peer_address>> moves() const
+    {
+        std::lock_guard lock(mutex_);
+        return handler_.moves;
+    }
 
     // Waits (bounded) until the server has exactly `n` sessions, as seen by
     // a loop round that started after this call (never a stale count).
@@ -101,6 +106,7 @@ private:
         echo_server_thread* owner = nullptr;
         std::vector<peer_address> opened;
         std::vector<close_event> closed;
+        std::vector<std::pair<peer_address, peer_address>> moves;
 
         void on_open(const peer_address& peer)
         {
@@ -116,6 +122,11 @@ private:
         {
             std::lock_guard lock(owner->mutex_);
             closed.push_back({peer, why});
+        }
+        void on_move(const peer_address& from, const peer_address& to)
+        {
+            std::lock_guard lock(owner->mutex_);
+            moves.emplace_back(from, to);
         }
     };
 
@@ -377,4 +388,75 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_server_that_vanished_is_reported_as_peer_unreach
     if (!ec) reply = echo(*c, "anyone there?", ec); // the ICMP error may follow the first send
     BOOST_TEST(reply.empty());
     BOOST_TEST((ec == errc::peer_unreachable), ec.message());
+}
+
+// A NAT rebinding over real sockets: the client moves to a new local port.
+// With a Connection ID (stacks that have it) the server follows it there and
+// the echo goes on; without one the server takes the new port for a
+// stranger, and the client hears nothing: no reply and no error, only its
+// receive timeout.
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_client_that_rebinds_keeps_its_association_only_with_a_connection_id, Backend,
+                              all_backends)
+{
+    auto server_cfg = server_config();
+    server_cfg.connection_id = 8;
+    echo_server_thread<Backend> srv(server_cfg, "127.0.0.1:0");
+    BOOST_REQUIRE_MESSAGE(srv.started(), srv.bind_failure().what());
+    auto client_cfg = client_config();
+    client_cfg.connection_id = 8;
+    failure f;
+    auto c = client<Backend>::connect(client_cfg, srv.address(), f);
+    BOOST_REQUIRE_MESSAGE(c, f.what());
+    const auto& ids = c->association().connection_id();
+    BOOST_TEST(ids.negotiated == Backend::traits.connection_id);
+    if (ids.negotiated) {
+        BOOST_TEST(ids.own.size() == 8u);
+        BOOST_TEST(ids.peer.size() == 8u);
+    }
+    std::error_code ec;
+    BOOST_REQUIRE_EQUAL(echo(*c, "before the rebind", ec), "before the rebind");
+
+    const auto before = c->local_address();
+    c->rebind(ec);
+    BOOST_REQUIRE_MESSAGE(!ec, ec.message());
+    const auto after = c->local_address();
+    BOOST_TEST(after.port() != before.port());
+    BOOST_TEST((after.family() == before.family()));
+    BOOST_TEST(c->socket().local_address() == after);
+
+    if constexpr (Backend::traits.connection_id) {
+        for (const std::string m : {"after the rebind", "and again"}) {
+            BOOST_TEST(echo(*c, m, ec) == m, ec.message());
+        }
+        srv.stop();
+        const auto moves = srv.moves();
+        BOOST_REQUIRE_EQUAL(moves.size(), 1u);
+        BOOST_TEST(moves.front().first == before);
+        BOOST_TEST(moves.front().second == after);
+        const auto& k = srv.server().core().counters();
+        BOOST_TEST(k.connection_id_moves == 1u);
+        BOOST_TEST(k.sessions_created == 1u);
+        BOOST_TEST(srv.server().core().session_count() == 1u);
+        BOOST_TEST(srv.server().core().find(after) != nullptr);
+        BOOST_TEST(srv.server().core().find(before) == nullptr);
+    } else {
+        // The records from the new port are not a ClientHello: dropped
+        // without a reply. The client's send succeeds; its receive ends by
+        // its timeout with no error, the association still open.
+        c->send(as_bytes("after the rebind"), ec);
+        BOOST_TEST(!ec, ec.message());
+        std::vector<std::byte> buffer(64);
+        const auto n = c->receive(buffer, 1500ms, ec);
+        BOOST_TEST(!n);
+        BOOST_TEST(!ec, ec.message());
+        BOOST_TEST(c->association().is_open());
+        srv.stop();
+        BOOST_TEST(srv.moves().empty());
+        const auto& k = srv.server().core().counters();
+        BOOST_TEST(k.connection_id_moves == 0u);
+        BOOST_TEST(k.dropped_without_session >= 1u);
+        BOOST_TEST(k.sessions_created == 1u);
+        // The association waits at the old port for its idle timeout.
+        BOOST_TEST(srv.server().core().find(before) != nullptr);
+    }
 }

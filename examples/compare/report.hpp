@@ -32,6 +32,11 @@ struct row {
     std::size_t reduced_to = 0; // smallest largest-datagram of a reduced flight; 0 = none
     std::size_t echoed = 0, messages_sent = 0;
     std::uint64_t link_mtu_drops = 0;
+    // With run_spec::rebind: completed runs that negotiated a CID, and those
+    // whose every message sent after the address change came back.
+    bool rebind = false;
+    std::size_t runs_with_connection_id = 0, survived_rebind = 0;
+    std::size_t echoed_after_rebind = 0, sent_after_rebind = 0;
     std::vector<std::string> failures; // distinct reasons, first few
 };
 
@@ -52,6 +57,7 @@ inline row summarize(std::string pair, const run_spec& spec, const std::vector<r
     r.mtu = spec.mtu;
     r.loss_percent = spec.loss * 100;
     r.runs = runs.size();
+    r.rebind = spec.rebind;
     std::vector<double> times, cd, cb, sd, sb, cf, sf, cr, sr;
     std::set<std::string> reasons;
     for (const auto& x : runs) {
@@ -78,6 +84,11 @@ inline row summarize(std::string pair, const run_spec& spec, const std::vector<r
         r.echoed += x.echoed;
         r.messages_sent += x.messages_sent;
         r.link_mtu_drops += x.link_mtu_drops;
+        if (x.ok && x.connection_id) ++r.runs_with_connection_id;
+        if (x.ok && x.rebound && x.sent_after_rebind > 0 && x.echoed_after_rebind == x.sent_after_rebind)
+            ++r.survived_rebind;
+        r.echoed_after_rebind += x.echoed_after_rebind;
+        r.sent_after_rebind += x.sent_after_rebind;
     }
     r.handshake_ms = quantile(times, 0.5);
     r.handshake_p90_ms = quantile(times, 0.9);
@@ -125,7 +136,7 @@ inline std::string json_number(double v) { return std::isnan(v) ? "null" : numbe
 } // namespace detail
 
 // A Markdown table: readable in a terminal, and pasted as is into docs.
-inline void print_table(std::ostream& out, const std::vector<row>& rows, bool show_openssl_mtu)
+inline void print_table(std::ostream& out, const std::vector<row>& rows, bool show_openssl_mtu, bool show_rebind = false)
 {
     std::vector<std::vector<std::string>> cells;
     std::vector<std::string> header = {"pair (client-server)"};
@@ -133,6 +144,8 @@ inline void print_table(std::ostream& out, const std::vector<row>& rows, bool sh
     for (const char* h : {"MTU", "loss", "handshakes", "median ms", "p90 ms", "dgrams c>s", "bytes c>s", "dgrams s>c",
                           "bytes s>c", "largest c>s/s>c", "flights c/s", "retrans c/s", "MTU reduced", "echoed"})
         header.push_back(h);
+    if (show_rebind)
+        for (const char* h : {"CID", "after rebind"}) header.push_back(h);
     cells.push_back(header);
     for (const auto& r : rows) {
         std::vector<std::string> c = {r.pair};
@@ -154,6 +167,15 @@ inline void print_table(std::ostream& out, const std::vector<row>& rows, bool sh
                         ? "-"
                         : std::to_string(r.runs_with_mtu_reduction) + " runs, to " + std::to_string(r.reduced_to));
         c.push_back(std::to_string(r.echoed) + "/" + std::to_string(r.messages_sent));
+        if (show_rebind) {
+            // Of the completed handshakes: how many had a CID, and in how
+            // many the association still echoed after the move.
+            const auto of_ok = [&](std::size_t n) { return std::to_string(n) + "/" + std::to_string(r.ok); };
+            c.push_back(of_ok(r.runs_with_connection_id));
+            c.push_back(r.ok == 0                 ? std::string("-")
+                        : r.survived_rebind == 0 ? "lost " + of_ok(r.ok)
+                                                 : "survived " + of_ok(r.survived_rebind));
+        }
         cells.push_back(std::move(c));
     }
     std::vector<std::size_t> width(header.size(), 0);
@@ -181,7 +203,7 @@ inline void print_csv(std::ostream& out, const std::vector<row>& rows)
     out << "pair,client,server,openssl_default_mtu,clock,mtu,loss_percent,runs,ok,success_rate,median_handshake_ms,"
            "p90_handshake_ms,datagrams_c2s,bytes_c2s,datagrams_s2c,bytes_s2c,largest_c2s,largest_s2c,flights_c,"
            "flights_s,retransmissions_c,retransmissions_s,runs_with_mtu_reduction,reduced_to,echoed,messages_sent,"
-           "link_mtu_drops\n";
+           "link_mtu_drops,rebind,runs_with_connection_id,survived_rebind,echoed_after_rebind,sent_after_rebind\n";
     for (const auto& r : rows) {
         const auto dash = r.pair.find('-');
         out << r.pair << ',' << r.pair.substr(0, dash) << ',' << r.pair.substr(dash + 1) << ','
@@ -195,7 +217,8 @@ inline void print_csv(std::ostream& out, const std::vector<row>& rows)
             << detail::number(r.c_flights) << ',' << detail::number(r.s_flights) << ','
             << detail::number(r.c_retransmissions) << ',' << detail::number(r.s_retransmissions) << ','
             << r.runs_with_mtu_reduction << ',' << r.reduced_to << ',' << r.echoed << ',' << r.messages_sent << ','
-            << r.link_mtu_drops << '\n';
+            << r.link_mtu_drops << ',' << (r.rebind ? 1 : 0) << ',' << r.runs_with_connection_id << ','
+            << r.survived_rebind << ',' << r.echoed_after_rebind << ',' << r.sent_after_rebind << '\n';
     }
 }
 
@@ -222,7 +245,10 @@ inline void print_json(std::ostream& out, const std::vector<row>& rows, const ru
             << ", \"retransmissions_s\": " << json_number(r.s_retransmissions)
             << ", \"runs_with_mtu_reduction\": " << r.runs_with_mtu_reduction << ", \"reduced_to\": " << r.reduced_to
             << ", \"echoed\": " << r.echoed << ", \"messages_sent\": " << r.messages_sent
-            << ", \"link_mtu_drops\": " << r.link_mtu_drops << ", \"failures\": [";
+            << ", \"link_mtu_drops\": " << r.link_mtu_drops << ", \"rebind\": " << (r.rebind ? "true" : "false")
+            << ", \"runs_with_connection_id\": " << r.runs_with_connection_id
+            << ", \"survived_rebind\": " << r.survived_rebind << ", \"echoed_after_rebind\": " << r.echoed_after_rebind
+            << ", \"sent_after_rebind\": " << r.sent_after_rebind << ", \"failures\": [";
         for (std::size_t k = 0; k < r.failures.size(); ++k)
             out << (k ? ", " : "") << detail::json_string(r.failures[k]);
         out << "]}";

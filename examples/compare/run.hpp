@@ -59,7 +59,13 @@ struct run_spec {
     double loss = 0;         // per datagram, each direction, 0..1
     std::uint64_t seed = 1;
     bool openssl_default_mtu = false;
+    // Both sides ask for a Connection ID, and halfway through the echoes the
+    // client's address changes, as behind a NAT that rebinds.
+    bool rebind = false;
 };
+
+// The length each side asks for with run_spec::rebind.
+inline constexpr std::size_t rebind_connection_id_length = 8;
 
 struct run_result {
     bool ok = false;              // both sides completed the handshake
@@ -69,6 +75,13 @@ struct run_result {
     wire_side client, server;     // client: c>s, server: s>c
     std::uint64_t link_mtu_drops = 0; // datagrams over the MTU: a stack broke its limit
     std::size_t messages_sent = 0, echoed = 0;
+    // With run_spec::rebind: whether a CID was negotiated, the messages
+    // sent after the address changed and how many came back, and what the
+    // server still sent to the old address (nobody there any more).
+    bool connection_id = false;
+    bool rebound = false;
+    std::size_t sent_after_rebind = 0, echoed_after_rebind = 0;
+    std::uint64_t to_old_address = 0;
     std::string trace;            // capture-like lines, when asked for
 };
 
@@ -155,6 +168,11 @@ run_result run_one(const run_settings& settings, const run_spec& spec)
     client_cfg.trusted_ca = dtlspp::pem_source::from_file(settings.trusted_ca);
     client_cfg.server_name = "localhost";
     common(client_cfg);
+    if (spec.rebind) {
+        // Asked for on both sides; each stack pair negotiates it or not.
+        server_cfg.connection_id = rebind_connection_id_length;
+        client_cfg.connection_id = rebind_connection_id_length;
+    }
 
     // Capture: the datagrams as each side sent them, before the link's
     // impairments, so a lost datagram still shows (once) in the file.
@@ -171,9 +189,15 @@ run_result run_one(const run_settings& settings, const run_spec& spec)
         keys.open(settings.pcap_dir / (file_base + ".keys"));
         client_cfg.key_log = [&keys](std::string_view line) { keys << line << '\n' << std::flush; };
     }
-    const auto client_ip = dtlspp::ip_endpoint::v4({127, 0, 0, 1}, 50000);
+    // The link carries bytes only: the client's address exists in what the
+    // server is told (receive(from, ...)) and in the capture. A rebind
+    // changes both to the second port.
+    const auto first_ip = dtlspp::ip_endpoint::v4({127, 0, 0, 1}, 50000);
+    auto client_ip = first_ip;
     const auto server_ip = dtlspp::ip_endpoint::v4({127, 0, 0, 1}, 4433);
-    const auto client_address = dtlspp::peer_address::parse("127.0.0.1:50000");
+    auto client_address = dtlspp::peer_address::parse("127.0.0.1:50000");
+    const auto rebound_ip = dtlspp::ip_endpoint::v4({127, 0, 0, 1}, 50001);
+    const auto rebound_address = dtlspp::peer_address::parse("127.0.0.1:50001");
 
     std::ostringstream trace;
     if (settings.trace)
@@ -217,47 +241,86 @@ run_result run_one(const run_settings& settings, const run_spec& spec)
     }
 
     // Sends one side's batch across the link, tracing and capturing it.
-    const auto send_batch = [&](bool from_client, const std::vector<bytes>& out) {
+    // Server datagrams flagged in `stray` go to the client's old address:
+    // on the wire, but nobody receives them.
+    const auto send_batch = [&](bool from_client, const std::vector<bytes>& out, const std::vector<bool>& stray) {
         if (out.empty()) return;
         (from_client ? result.client : result.server).batch(out);
         const auto direction = from_client ? dtlspp::link_direction::a_to_b : dtlspp::link_direction::b_to_a;
         const auto now = time.now();
-        for (const auto& d : out) {
+        for (std::size_t i = 0; i < out.size(); ++i) {
+            const auto& d = out[i];
+            const bool to_old = !from_client && stray[i];
             const auto before = link.counters(direction).dropped;
-            link.send(direction, d, now);
+            if (to_old) ++result.to_old_address;
+            else link.send(direction, d, now);
             const auto after = link.counters(direction).dropped;
             result.link_mtu_drops += after.mtu - before.mtu;
             if (pcap.is_open())
                 (void)pcap.write(time.wall(now), from_client ? client_ip : server_ip,
-                                 from_client ? server_ip : client_ip, d);
+                                 from_client ? server_ip : to_old ? first_ip : client_ip, d);
             if (settings.trace) {
                 // Arrows as seen from the client: -> to the server, <- to it.
+                // The CID length is the receiver's, as parsing needs it:
+                // the server's association knows the one it asked for while
+                // the client does not yet know the one it must send.
+                const auto dir = from_client ? dtlspp::direction::out : dtlspp::direction::in;
+                const auto* at_server = from_client ? server->find(client_address) : nullptr;
+                const auto cid_length = at_server ? at_server->connection_id_length(dtlspp::direction::in)
+                                                  : client->connection_id_length(dir);
                 trace << detail::format_ms(now - started) << "  "
-                      << dtlspp::describe_datagram(from_client ? dtlspp::direction::out : dtlspp::direction::in, d)
-                      << (after.total() > before.total() ? "  [lost]" : "") << '\n';
+                      << dtlspp::describe_datagram(dir, d, cid_length)
+                      << (to_old ? "  [to the old address]" : after.total() > before.total() ? "  [lost]" : "")
+                      << '\n';
             }
         }
     };
     const auto drain = [&] {
         std::vector<bytes> up, down;
+        std::vector<bool> stray;
         client->drain([&](std::span<const std::byte> d) { up.emplace_back(d.begin(), d.end()); });
-        server->drain([&](const dtlspp::peer_address&, std::span<const std::byte> d) { down.emplace_back(d.begin(), d.end()); });
-        send_batch(true, up);
-        send_batch(false, down);
+        server->drain([&](const dtlspp::peer_address& to, std::span<const std::byte> d) {
+            down.emplace_back(d.begin(), d.end());
+            stray.push_back(!(to == client_address));
+        });
+        send_batch(true, up, {});
+        send_batch(false, down, stray);
     };
 
     std::vector<bytes> sent_messages;
+    // With a rebind, the first half goes from the first address, the rest
+    // from the second.
+    const std::size_t before_rebind = spec.rebind ? settings.messages / 2 : settings.messages;
     const auto on_client_data = [&](std::span<const std::byte> d) {
-        for (const auto& m : sent_messages)
+        for (std::size_t i = 0; i < sent_messages.size(); ++i) {
+            const auto& m = sent_messages[i];
             if (std::equal(m.begin(), m.end(), d.begin(), d.end())) {
                 ++result.echoed;
+                if (i >= before_rebind) ++result.echoed_after_rebind;
                 return;
             }
+        }
+    };
+    const auto send_messages = [&](std::size_t first, std::size_t end, dtlspp::time_point now) {
+        for (std::size_t i = first; i < end; ++i) {
+            bytes m(settings.message_size);
+            for (std::size_t k = 0; k < m.size(); ++k) m[k] = static_cast<std::byte>('a' + (i + k) % 26);
+            const auto tag = std::to_string(i);
+            for (std::size_t k = 0; k < tag.size() && k < m.size(); ++k) m[k] = static_cast<std::byte>(tag[k]);
+            std::error_code ec;
+            client->send(m, now, ec);
+            if (ec) break;
+            sent_messages.push_back(std::move(m));
+            ++result.messages_sent;
+            if (i >= before_rebind) ++result.sent_after_rebind;
+        }
+        drain();
     };
 
     // Bounded: the handshake deadline ends the first phase on both stacks,
     // the echo wait the second, and the hard limit anything else.
-    const auto hard_limit = started + settings.deadline + settings.echo_wait + seconds(2);
+    const auto hard_limit =
+        started + settings.deadline + settings.echo_wait * (spec.rebind ? 2 : 1) + seconds(2);
     std::optional<dtlspp::time_point> echo_until;
     std::array<std::byte, dtlspp::max_datagram_in + 1> buffer{};
     drain();
@@ -300,21 +363,24 @@ run_result run_one(const run_settings& settings, const run_spec& spec)
             }
             result.ok = true;
             result.handshake_ms = duration<double, std::milli>(client->counters().handshake_duration).count();
-            for (std::size_t i = 0; i < settings.messages; ++i) {
-                bytes m(settings.message_size);
-                for (std::size_t k = 0; k < m.size(); ++k) m[k] = static_cast<std::byte>('a' + (i + k) % 26);
-                const auto tag = std::to_string(i);
-                for (std::size_t k = 0; k < tag.size() && k < m.size(); ++k) m[k] = static_cast<std::byte>(tag[k]);
-                std::error_code ec;
-                client->send(m, now, ec);
-                if (ec) break;
-                sent_messages.push_back(std::move(m));
-                ++result.messages_sent;
-            }
-            drain();
+            result.connection_id = client->connection_id().negotiated;
+            send_messages(0, before_rebind, now);
             echo_until = now + settings.echo_wait;
         }
-        if (echo_until && (result.echoed >= result.messages_sent || now >= *echo_until)) break;
+        const bool echo_phase_over = echo_until && (result.echoed >= result.messages_sent || now >= *echo_until);
+        if (echo_phase_over && spec.rebind && !result.rebound) {
+            // The client's address changes; the endpoint does not know.
+            result.rebound = true;
+            client_address = rebound_address;
+            client_ip = rebound_ip;
+            if (settings.trace)
+                trace << detail::format_ms(now - started) << "  client moves to " << client_address.to_string()
+                      << (result.connection_id ? " (Connection ID negotiated)" : " (no Connection ID)") << '\n';
+            send_messages(before_rebind, settings.messages, now);
+            echo_until = now + settings.echo_wait;
+            continue;
+        }
+        if (echo_phase_over) break;
 
         auto next = echo_until ? std::min(hard_limit, *echo_until) : hard_limit;
         for (auto d : {link.next_delivery(dtlspp::link_direction::a_to_b),
@@ -331,6 +397,8 @@ run_result run_one(const run_settings& settings, const run_spec& spec)
         if (result.ok)
             trace << " in " << result.handshake_ms << " ms; " << result.echoed << "/" << result.messages_sent
                   << " echoes";
+        if (result.ok && spec.rebind)
+            trace << ", " << result.echoed_after_rebind << "/" << result.sent_after_rebind << " after the rebind";
         trace << '\n';
         result.trace = trace.str();
     }

@@ -106,6 +106,38 @@ public:
         flush(ignored);
     }
 
+    // Moves the association to a new UDP socket of the same family, on a
+    // new ephemeral local port, connected to the same server; the old socket
+    // is closed and anything still queued on it is lost (DTLS copes, as with
+    // any loss). The association itself is untouched. This is what a NAT
+    // rebinding does to a client, made on purpose (to test it, or to leave
+    // a path that went bad).
+    //
+    // With a Connection ID negotiated (association().connection_id()
+    // .negotiated), the server finds the association by its CID and follows
+    // the client to the new port once an authenticated record arrives from
+    // there. Without one, the server sees a stranger: it drops the records
+    // (they are not a ClientHello), sends nothing back, and the client gets
+    // no error either: send() succeeds and receive() returns nullopt with
+    // `ec` clear when its timeout ends, as for lost datagrams, while the
+    // server's association at the old port waits for its idle timeout.
+    void rebind(std::error_code& ec)
+    {
+        // The old socket stays open until the new one is connected, so the
+        // system cannot give the new one the same port.
+        auto fresh = udp_socket::open(server_.family(), ec);
+        if (!ec) fresh.connect(server_, ec); // binds an ephemeral port
+        if (ec) {
+            ec = describe_socket_error(ec, server_).code;
+            return;
+        }
+        socket_ = std::move(fresh);
+    }
+
+    // The local address of the socket in use (it changes with rebind()).
+    peer_address local_address(std::error_code& ec) const { return socket_.local_address(ec); }
+    peer_address local_address() const { return socket_.local_address(); }
+
     const endpoint_type& association() const noexcept { return association_; }
     const udp_socket& socket() const noexcept { return socket_; }
 
