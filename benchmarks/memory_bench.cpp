@@ -7,10 +7,11 @@
 // - OpenSSL's own share, through CRYPTO_set_mem_functions (installed first
 //   thing in main: OpenSSL refuses it after its first allocation);
 // - the C++ share, through a replaced global operator new/delete.
-// mbedTLS 2.28 as Debian builds it has MBEDTLS_PLATFORM_MEMORY off, so
-// mbedtls_platform_set_calloc_free does not exist: it calls libc's calloc
-// and free directly, and its share is the libc total minus the C++ share
-// (nothing else allocates during an mbedTLS run).
+// mbedTLS 2.28 as Debian builds it, and 3.6 with the wrap's config, have
+// MBEDTLS_PLATFORM_MEMORY off, so mbedtls_platform_set_calloc_free does not
+// exist: it calls libc's calloc and free directly (the static 3.6 libraries
+// too, so they reach the hooks here), and its share is the libc total minus
+// the C++ share (nothing else allocates during an mbedTLS run).
 //
 // Allocations and frees are charged to the side the pipe driver is running
 // (client or server), so per-side figures come from one run with both
@@ -230,7 +231,7 @@ int main(int argc, char** argv)
          " sessions held open at once over the in-memory pipe, ECDSA P-256 certificate, max UDP payload 1472; "
          "bytes are live heap bytes (malloc_usable_size) after the handshakes minus before, divided by the "
          "sessions. 'library' is OpenSSL's share through CRYPTO_set_mem_functions, or mbedTLS's share "
-         "(libc minus C++: Debian's mbedTLS has MBEDTLS_PLATFORM_MEMORY off, so "
+         "(libc minus C++: MBEDTLS_PLATFORM_MEMORY is off, so "
          "mbedtls_platform_set_calloc_free is not available). Medians of " +
          std::to_string(reps) + " runs.\n");
     table t({"backend", "side", "raw total", "dtlspp total", "dtlspp/raw", "raw library", "dtlspp library",

@@ -785,8 +785,9 @@ BOOST_AUTO_TEST_CASE(investigation_record_above_in_content_len_from_openssl)
                                    << "'");
     if constexpr (MBEDTLS_SSL_IN_CONTENT_LEN < 6000) {
         // Dropped without a word: nothing delivered, nothing counted as a
-        // drop by the endpoint (the datagram was valid DTLS; the stack threw
-        // it away), and the association lives on.
+        // drop by the endpoint (the datagram passed admission; the adapter's
+        // receive callback discards a datagram larger than the buffer mbedTLS
+        // offers), and the association lives on.
         BOOST_TEST(pair.client_received.empty());
         BOOST_TEST(c.application_messages_in == 0u);
         BOOST_TEST(c.dropped() == 0u);
@@ -949,14 +950,18 @@ BOOST_AUTO_TEST_CASE(investigation_raw_stack_and_a_fragmented_client_hello)
     BOOST_TEST_MESSAGE("mbedTLS " MBEDTLS_VERSION_STRING ": after fragment 1 -0x" << std::hex << -after_first
                                    << ", after fragment 2 -0x" << -after_second << std::dec << ", "
                                    << fragmented.output.size() << " datagrams sent");
-    if constexpr (dtlspp::detail::mbedtls::is_3x) {
+    // Preprocessor, not if constexpr: 2.28 and 3.x name their errors apart.
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+    {
         // 3.6.6 keeps the first fragment, and answers once the second
         // completes the message.
         BOOST_TEST(after_first == MBEDTLS_ERR_SSL_WANT_READ);
         BOOST_TEST(!answered_first);
         BOOST_TEST(after_second == MBEDTLS_ERR_SSL_WANT_READ);
         BOOST_TEST(fragmented.sent_server_hello());
-    } else {
+    }
+#else
+    {
         // 2.28 gives up on the first fragment and sends nothing. Its check
         // that the record holds the whole message comes before its
         // "ClientHello fragmentation not supported" one, so that is the
@@ -968,6 +973,7 @@ BOOST_AUTO_TEST_CASE(investigation_raw_stack_and_a_fragmented_client_hello)
         BOOST_TEST(!answered_first);
         BOOST_TEST(!fragmented.sent_server_hello());
     }
+#endif
 
     // Control: the same ClientHello whole gets its ServerHello on both.
     raw_server whole;
