@@ -7,22 +7,29 @@
 // - OpenSSL's own share, through CRYPTO_set_mem_functions (installed first
 //   thing in main: OpenSSL refuses it after its first allocation);
 // - the C++ share, through a replaced global operator new/delete.
-// mbedTLS 2.28 as Debian builds it has MBEDTLS_PLATFORM_MEMORY off, so
-// mbedtls_platform_set_calloc_free does not exist: it calls libc's calloc
-// and free directly, and its share is the libc total minus the C++ share
-// (nothing else allocates during an mbedTLS run).
+// mbedTLS 2.28 as Debian builds it, and 3.6 with the wrap's config, have
+// MBEDTLS_PLATFORM_MEMORY off, so mbedtls_platform_set_calloc_free does not
+// exist: it calls libc's calloc and free directly (the static 3.6 libraries
+// too, so they reach the hooks here), and its share is the libc total minus
+// the C++ share (nothing else allocates during an mbedTLS run).
 //
 // Allocations and frees are charged to the side the pipe driver is running
 // (client or server), so per-side figures come from one run with both
 // sides in the process. N sessions are opened and kept; the delta divided
 // by N is the cost of one session, shared contexts excluded.
 #include "dtlspp_sides.hpp"
-#include "raw_mbedtls.hpp"
 #include "raw_openssl.hpp"
 
 #include <dtlspp/backend/mbedtls.hpp>
+// The raw mbedTLS side is written to the 2.28 API; on 3.x only dtlspp's
+// mbedTLS side is measured.
+#if MBEDTLS_VERSION_NUMBER < 0x03000000
+#include "raw_mbedtls.hpp"
+#define MEMORY_BENCH_RAW_MBEDTLS 1
+#endif
 #include <dtlspp/backend/openssl.hpp>
 
+#include <array>
 #include <malloc.h>
 #include <new>
 
@@ -43,9 +50,35 @@ struct counters {
 };
 counters live;
 
+// Live blocks of 2 KiB and more, by usable size and side: which buffers a
+// session holds. A fixed table, so the hooks never allocate.
+struct large_blocks {
+    static constexpr int slots = 1024;
+    std::size_t size[slots] = {};
+    long long live[3][slots] = {};
+    long long uncounted = 0; // blocks of sizes that found no free slot
+};
+large_blocks large;
+
+inline void count_large(std::size_t size, int sign)
+{
+    if (size < 2048) return;
+    for (int i = 0; i < large_blocks::slots; ++i) {
+        if (large.size[i] == 0) large.size[i] = size;
+        if (large.size[i] == size) {
+            large.live[bench::current_side][i] += sign;
+            return;
+        }
+    }
+    ++large.uncounted;
+}
+
 inline void charge(long long (&bucket)[3], void* p, int sign)
 {
-    if (p) bucket[bench::current_side] += sign * static_cast<long long>(malloc_usable_size(p));
+    if (!p) return;
+    const std::size_t size = malloc_usable_size(p);
+    bucket[bench::current_side] += sign * static_cast<long long>(size);
+    if (&bucket == &live.libc) count_large(size, sign);
 }
 
 void* counted_crypto_malloc(std::size_t n, const char*, int)
@@ -127,9 +160,12 @@ using namespace bench;
 namespace {
 
 struct per_session {
+    bool measured = true; // false: this variant was not run
     double total[2];   // client, server: every libc heap byte
     double library[2]; // OpenSSL (hook) or mbedTLS (libc minus C++)
     double cxx[2];
+    // (usable size, client blocks, server blocks) per session, 2 KiB and up.
+    std::vector<std::array<double, 3>> large;
 };
 
 template <class Client, class Server, class ClientSettings, class ServerSettings>
@@ -150,13 +186,21 @@ per_session measure(const ClientSettings& cs, const ServerSettings& ss, int n, b
     d.start(0);
     d.close(0);
     const counters before = live;
+    const large_blocks large_before = large;
     for (int i = 0; i < n; ++i) {
         d.start(static_cast<std::uint32_t>(i));
         if (!clients[static_cast<std::size_t>(i)]->is_open()) throw std::runtime_error("handshake failed");
     }
     if (server.sessions() != static_cast<std::size_t>(n)) throw std::runtime_error("server lost sessions");
     const counters after = live;
+    const large_blocks large_after = large;
     per_session r{};
+    for (int i = 0; i < large_blocks::slots && large_after.size[i] != 0; ++i) {
+        const double c = static_cast<double>(large_after.live[0][i] - large_before.live[0][i]) / n;
+        const double sv = static_cast<double>(large_after.live[1][i] - large_before.live[1][i]) / n;
+        if (c >= 0.5 || sv >= 0.5) r.large.push_back({static_cast<double>(large_after.size[i]), c, sv});
+    }
+    std::sort(r.large.begin(), r.large.end(), [](const auto& a, const auto& b) { return a[0] > b[0]; });
     for (int side = 0; side < 2; ++side) {
         r.total[side] = static_cast<double>(after.libc[side] - before.libc[side]) / n;
         r.cxx[side] = static_cast<double>(after.cxx[side] - before.cxx[side]) / n;
@@ -169,30 +213,39 @@ per_session measure(const ClientSettings& cs, const ServerSettings& ss, int n, b
 
 } // namespace
 
-int main()
+int main(int argc, char** argv)
 {
     if (CRYPTO_set_mem_functions(counted_crypto_malloc, counted_crypto_realloc, counted_crypto_free) != 1) {
         std::fprintf(stderr, "CRYPTO_set_mem_functions refused: OpenSSL allocated before main\n");
         return 1;
     }
-    const int n = 200;
+    const int n = argc > 1 ? std::max(1, std::atoi(argv[1])) : 200;
     const int reps = repeats(3);
     heading("Heap bytes per established session, raw C API vs dtlspp");
+    // One mbedTLS per program: 2.28 and 3.6 export the same symbols, so the
+    // comparison between them takes two builds and two runs.
+    note(std::string("Stacks: ") + OPENSSL_VERSION_TEXT + "; mbedTLS " + MBEDTLS_VERSION_STRING +
+         " (record buffers for " + std::to_string(MBEDTLS_SSL_IN_CONTENT_LEN) + " / " +
+         std::to_string(MBEDTLS_SSL_OUT_CONTENT_LEN) + " bytes of plaintext in / out).");
     note("Machine: " + machine() + ". " + std::to_string(n) +
          " sessions held open at once over the in-memory pipe, ECDSA P-256 certificate, max UDP payload 1472; "
          "bytes are live heap bytes (malloc_usable_size) after the handshakes minus before, divided by the "
          "sessions. 'library' is OpenSSL's share through CRYPTO_set_mem_functions, or mbedTLS's share "
-         "(libc minus C++: Debian's mbedTLS has MBEDTLS_PLATFORM_MEMORY off, so "
+         "(libc minus C++: MBEDTLS_PLATFORM_MEMORY is off, so "
          "mbedtls_platform_set_calloc_free is not available). Medians of " +
          std::to_string(reps) + " runs.\n");
     table t({"backend", "side", "raw total", "dtlspp total", "dtlspp/raw", "raw library", "dtlspp library",
              "raw C++", "dtlspp C++"});
+    std::vector<std::pair<std::string, per_session>> blocks;
     auto run = [&](const std::string& backend, auto raw_once, auto dt_once) {
         std::vector<per_session> raw, dt;
         for (int r = 0; r < reps; ++r) {
             raw.push_back(raw_once());
             dt.push_back(dt_once());
         }
+        const bool has_raw = raw.front().measured;
+        if (has_raw) blocks.emplace_back(backend + " raw", raw.front());
+        blocks.emplace_back(backend + " dtlspp", dt.front());
         for (int side = 0; side < 2; ++side) {
             auto pick = [&](const std::vector<per_session>& v, auto field) {
                 std::vector<double> x;
@@ -201,11 +254,12 @@ int main()
             };
             const double rt = pick(raw, &per_session::total), dtt = pick(dt, &per_session::total);
             const std::string name = side == 0 ? "client" : "server";
-            result("memory." + backend + "." + name + ".raw", rt);
+            if (has_raw) result("memory." + backend + "." + name + ".raw", rt);
             result("memory." + backend + "." + name + ".dtlspp", dtt);
-            t.row({backend, name, fmt(rt), fmt(dtt), ratio(dtt, rt), fmt(pick(raw, &per_session::library)),
-                   fmt(pick(dt, &per_session::library)), fmt(pick(raw, &per_session::cxx)),
-                   fmt(pick(dt, &per_session::cxx))});
+            auto raw_cell = [&](double v) { return has_raw ? fmt(v) : std::string("n/a"); };
+            t.row({backend, name, raw_cell(rt), fmt(dtt), has_raw ? ratio(dtt, rt) : "n/a",
+                   raw_cell(pick(raw, &per_session::library)), fmt(pick(dt, &per_session::library)),
+                   raw_cell(pick(raw, &per_session::cxx)), fmt(pick(dt, &per_session::cxx))});
         }
     };
     run(
@@ -222,13 +276,25 @@ int main()
     run(
         "mbedtls",
         [&] {
+#ifdef MEMORY_BENCH_RAW_MBEDTLS
             raw_mbedtls::settings s;
             return measure<raw_mbedtls::client, raw_mbedtls::server>(s, s, n, false);
+#else
+            per_session none{};
+            none.measured = false;
+            return none;
+#endif
         },
         [&] {
             with_dtlspp::settings s;
             return measure<with_dtlspp::client<dtlspp::mbedtls_backend>, with_dtlspp::server<dtlspp::mbedtls_backend>>(
                 s, s, n, false);
         });
+    note("\nLive blocks of 2 KiB or more held per session (first run), by usable size:");
+    if (large.uncounted != 0)
+        note("(" + std::to_string(large.uncounted) + " blocks of sizes beyond the table were not counted)");
+    table b({"run", "block bytes", "client blocks", "server blocks"});
+    for (const auto& [name, r] : blocks)
+        for (const auto& row : r.large) b.row({name, fmt(row[0]), fmt(row[1], 2), fmt(row[2], 2)});
     return 0;
 }

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <functional>
@@ -736,4 +737,246 @@ BOOST_AUTO_TEST_CASE(investigation_bad_mac_record_is_dropped_silently)
     h.client_send("genuine");
     h.deliver_all();
     BOOST_TEST(h.server_received == std::vector<std::string>{"genuine"});
+}
+
+// ---------------------------------------------------------------------------
+// Measurements of the stack itself, on whichever version this build links.
+
+#include <mbedtls/debug.h>
+
+#ifdef DTLSPP_HAVE_OPENSSL
+#include <dtlspp/backend/openssl.hpp>
+
+#include "support/harness.hpp"
+
+BOOST_AUTO_TEST_CASE(investigation_record_above_in_content_len_from_openssl)
+{
+    // An OpenSSL client sends 6000 bytes as one record to an mbedTLS server,
+    // both at max_udp_payload 16384. mbedTLS can only take records of up to
+    // MBEDTLS_SSL_IN_CONTENT_LEN plaintext bytes (16384 by default, 4096 in
+    // the wrap's config).
+    auto server_config = dtlspp::test::server_config();
+    server_config.max_udp_payload = 16384;
+    auto client_config = dtlspp::test::client_config();
+    client_config.max_udp_payload = 16384;
+    dtlspp::test::pipe_pair<dtlspp::openssl_backend, dtlspp::mbedtls_backend> pair(server_config, client_config);
+    dtlspp::failure f;
+    BOOST_REQUIRE_MESSAGE(pair.start(f), f.what());
+    pair.run_handshake();
+    BOOST_REQUIRE((pair.client().state() == dtlspp::endpoint_state::open));
+    BOOST_REQUIRE(pair.server_side());
+    const std::string large(6000, 'L');
+    BOOST_REQUIRE(pair.client().max_message_size() >= large.size());
+    const auto to_server_before = pair.delivered_to_server.size();
+    pair.client_send(large);
+    BOOST_REQUIRE_EQUAL(pair.delivered_to_server.size(), to_server_before + 1);
+    const std::size_t datagram = pair.delivered_to_server.back().size();
+    // One record: header, then the 6000 bytes plus the AEAD's nonce and tag.
+    BOOST_TEST(datagram == 13 + large.size() + 24);
+    pair.run_until([&] { return !pair.client_received.empty(); }, std::chrono::milliseconds(300));
+    const auto* side = pair.server_side();
+    BOOST_REQUIRE(side);
+    const auto& c = side->counters();
+    BOOST_TEST_MESSAGE("mbedTLS " MBEDTLS_VERSION_STRING " in_content_len " << MBEDTLS_SSL_IN_CONTENT_LEN
+                                   << ": echoed " << pair.client_received.size() << ", server state "
+                                   << dtlspp::to_string(side->state()) << ", datagrams_in " << c.datagrams_in
+                                   << ", application_messages_in " << c.application_messages_in
+                                   << ", dropped " << c.dropped() << ", failure '" << side->last_failure().what()
+                                   << "'");
+    if constexpr (MBEDTLS_SSL_IN_CONTENT_LEN < 6000) {
+        // Dropped without a word: nothing delivered, nothing counted as a
+        // drop by the endpoint (the datagram passed admission; the adapter's
+        // receive callback discards a datagram larger than the buffer mbedTLS
+        // offers), and the association lives on.
+        BOOST_TEST(pair.client_received.empty());
+        BOOST_TEST(c.application_messages_in == 0u);
+        BOOST_TEST(c.dropped() == 0u);
+        BOOST_TEST((side->state() == dtlspp::endpoint_state::open));
+        BOOST_TEST(!side->last_failure());
+    } else {
+        BOOST_TEST(pair.client_received == std::vector<std::string>{large});
+        BOOST_TEST(c.application_messages_in == 1u);
+    }
+    BOOST_TEST(pair.echo("after"));
+    BOOST_TEST((pair.client().state() == dtlspp::endpoint_state::open));
+}
+#endif
+
+namespace {
+
+// Splits the one ClientHello record of `hello` into two handshake fragments
+// (RFC 6347 §4.2.3), each in its own record: the first `first` body bytes,
+// then the rest.
+std::pair<datagram, datagram> split_client_hello(const datagram& hello, std::size_t first)
+{
+    constexpr std::size_t record_header = 13;
+    constexpr std::size_t handshake_header = 12;
+    const std::size_t body = hello.size() - record_header - handshake_header;
+    auto put = [](datagram& d, std::size_t at, std::size_t value, int bytes) {
+        for (int i = 0; i < bytes; ++i)
+            d[at + static_cast<std::size_t>(i)] = static_cast<std::byte>(value >> (8 * (bytes - 1 - i)));
+    };
+    auto fragment = [&](std::size_t sequence, std::size_t offset, std::size_t length) {
+        datagram d(hello.begin(), hello.begin() + record_header + handshake_header);
+        put(d, 5, sequence, 6);
+        put(d, 11, handshake_header + length, 2);
+        put(d, record_header + 6, offset, 3);
+        put(d, record_header + 9, length, 3);
+        const auto start = hello.begin() + static_cast<std::ptrdiff_t>(record_header + handshake_header + offset);
+        d.insert(d.end(), start, start + static_cast<std::ptrdiff_t>(length));
+        return d;
+    };
+    return {fragment(0, 0, first), fragment(1, first, body - first)};
+}
+
+// A bare mbedTLS DTLS server (no dtlspp in front, cookies off) fed from an
+// in-memory queue; what it sends is kept.
+struct raw_server {
+    mbedtls_entropy_context entropy;
+    mbedtls_ctr_drbg_context drbg;
+    mbedtls_x509_crt chain;
+    mbedtls_pk_context key;
+    mbedtls_ssl_config conf;
+    mbedtls_ssl_context ssl;
+    std::deque<datagram> input;
+    std::vector<datagram> output;
+    bool timer_running = false;
+    std::string debug_log; // the stack's debug messages, where it has them
+
+    raw_server()
+    {
+        mbedtls_entropy_init(&entropy);
+        mbedtls_ctr_drbg_init(&drbg);
+        mbedtls_x509_crt_init(&chain);
+        mbedtls_pk_init(&key);
+        mbedtls_ssl_config_init(&conf);
+        mbedtls_ssl_init(&ssl);
+        BOOST_REQUIRE(dtlspp::detail::mbedtls::initialise_crypto() == 0);
+        BOOST_REQUIRE(mbedtls_ctr_drbg_seed(&drbg, mbedtls_entropy_func, &entropy, nullptr, 0) == 0);
+        BOOST_REQUIRE(mbedtls_x509_crt_parse_file(&chain, cert("server-ecdsa.pem").c_str()) == 0);
+        BOOST_REQUIRE(dtlspp::detail::mbedtls::parse_key_file(key, cert("server-ecdsa.key").c_str(), drbg) == 0);
+        BOOST_REQUIRE(mbedtls_ssl_config_defaults(&conf, MBEDTLS_SSL_IS_SERVER, MBEDTLS_SSL_TRANSPORT_DATAGRAM,
+                                                  MBEDTLS_SSL_PRESET_DEFAULT) == 0);
+        mbedtls_ssl_conf_rng(&conf, mbedtls_ctr_drbg_random, &drbg);
+        BOOST_REQUIRE(mbedtls_ssl_conf_own_cert(&conf, &chain, &key) == 0);
+        mbedtls_ssl_conf_dtls_cookies(&conf, nullptr, nullptr, nullptr);
+#ifdef MBEDTLS_DEBUG_C
+        mbedtls_ssl_conf_dbg(&conf, debug, this);
+        mbedtls_debug_set_threshold(1);
+#endif
+        BOOST_REQUIRE(mbedtls_ssl_setup(&ssl, &conf) == 0);
+        mbedtls_ssl_set_bio(&ssl, this, send, nullptr, receive);
+        mbedtls_ssl_set_timer_cb(&ssl, this, set_timer, get_timer);
+    }
+    ~raw_server()
+    {
+        mbedtls_ssl_free(&ssl);
+        mbedtls_ssl_config_free(&conf);
+        mbedtls_pk_free(&key);
+        mbedtls_x509_crt_free(&chain);
+        mbedtls_ctr_drbg_free(&drbg);
+        mbedtls_entropy_free(&entropy);
+    }
+    raw_server(const raw_server&) = delete;
+    raw_server& operator=(const raw_server&) = delete;
+
+    static void debug(void* self, int, const char*, int, const char* text)
+    {
+        static_cast<raw_server*>(self)->debug_log += text;
+    }
+    static int send(void* self, const unsigned char* data, std::size_t length)
+    {
+        auto* bytes = reinterpret_cast<const std::byte*>(data);
+        static_cast<raw_server*>(self)->output.emplace_back(bytes, bytes + length);
+        return static_cast<int>(length);
+    }
+    static int receive(void* self, unsigned char* buffer, std::size_t capacity, std::uint32_t)
+    {
+        auto& s = *static_cast<raw_server*>(self);
+        if (s.input.empty()) return MBEDTLS_ERR_SSL_WANT_READ;
+        datagram d = std::move(s.input.front());
+        s.input.pop_front();
+        if (d.size() > capacity) return MBEDTLS_ERR_SSL_WANT_READ;
+        std::memcpy(buffer, d.data(), d.size());
+        return static_cast<int>(d.size());
+    }
+    // No time passes in these tests: a running timer never expires.
+    static void set_timer(void* self, std::uint32_t, std::uint32_t final_ms)
+    {
+        static_cast<raw_server*>(self)->timer_running = final_ms != 0;
+    }
+    static int get_timer(void* self) { return static_cast<raw_server*>(self)->timer_running ? 0 : -1; }
+
+    // Feeds one datagram; the result of the handshake step that read it.
+    int feed(const datagram& d)
+    {
+        input.push_back(d);
+        int ret = 0;
+        for (int i = 0; i < 16; ++i) {
+            ret = mbedtls_ssl_handshake(&ssl);
+            if (ret != MBEDTLS_ERR_SSL_WANT_WRITE) break;
+        }
+        return ret;
+    }
+
+    // Whether any record it sent carries a ServerHello (handshake type 2).
+    bool sent_server_hello() const
+    {
+        return std::any_of(output.begin(), output.end(), [](const datagram& d) {
+            return d.size() > 13 && d[0] == std::byte{22} && d[13] == std::byte{2};
+        });
+    }
+};
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE(investigation_raw_stack_and_a_fragmented_client_hello)
+{
+    // A real ClientHello (from dtlspp's mbedTLS client), split in two
+    // fragments and fed to a bare mbedTLS server with no cookie exchange.
+    harness h(x509_client(), x509_server());
+    h.start_client();
+    BOOST_REQUIRE_EQUAL(h.to_server.size(), 1u);
+    const datagram hello = h.to_server.front();
+    BOOST_REQUIRE(hello.size() > 13 + 12 + 2);
+    BOOST_REQUIRE(hello[0] == std::byte{22});
+    BOOST_REQUIRE(hello[13] == std::byte{1});
+    const auto [head, tail] = split_client_hello(hello, (hello.size() - 25) / 2);
+
+    raw_server fragmented;
+    const int after_first = fragmented.feed(head);
+    const bool answered_first = !fragmented.output.empty();
+    const int after_second = fragmented.feed(tail);
+    BOOST_TEST_MESSAGE("mbedTLS " MBEDTLS_VERSION_STRING ": after fragment 1 -0x" << std::hex << -after_first
+                                   << ", after fragment 2 -0x" << -after_second << std::dec << ", "
+                                   << fragmented.output.size() << " datagrams sent");
+    // Preprocessor, not if constexpr: 2.28 and 3.x name their errors apart.
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000
+    {
+        // 3.6.6 keeps the first fragment, and answers once the second
+        // completes the message.
+        BOOST_TEST(after_first == MBEDTLS_ERR_SSL_WANT_READ);
+        BOOST_TEST(!answered_first);
+        BOOST_TEST(after_second == MBEDTLS_ERR_SSL_WANT_READ);
+        BOOST_TEST(fragmented.sent_server_hello());
+    }
+#else
+    {
+        // 2.28 gives up on the first fragment and sends nothing. Its check
+        // that the record holds the whole message comes before its
+        // "ClientHello fragmentation not supported" one, so that is the
+        // message it logs.
+        BOOST_TEST(after_first == MBEDTLS_ERR_SSL_BAD_HS_CLIENT_HELLO);
+#ifdef MBEDTLS_DEBUG_C
+        BOOST_TEST(fragmented.debug_log.find("bad client hello message") != std::string::npos, fragmented.debug_log);
+#endif
+        BOOST_TEST(!answered_first);
+        BOOST_TEST(!fragmented.sent_server_hello());
+    }
+#endif
+
+    // Control: the same ClientHello whole gets its ServerHello on both.
+    raw_server whole;
+    BOOST_TEST(whole.feed(hello) == MBEDTLS_ERR_SSL_WANT_READ);
+    BOOST_TEST(whole.sent_server_hello());
 }
