@@ -1,6 +1,8 @@
 #define BOOST_TEST_MODULE admission
 #include <boost/test/unit_test.hpp>
 
+#include "support/wire_bytes.hpp"
+
 #include <dtlspp/detail/admission.hpp>
 
 #include <cstddef>
@@ -30,33 +32,15 @@ std::ostream& operator<<(std::ostream& out, drop_reason reason)
 
 namespace {
 
-using bytes = std::vector<std::byte>;
+using bytes = dtlspp::test::wire::bytes;
 using dtlspp::content_type;
 using dtlspp::detail::admission_limits;
 using dtlspp::detail::drop_reason;
 using dtlspp::detail::judge_datagram;
 
-void put(bytes& out, std::uint64_t value, int width)
-{
-    for (int i = width - 1; i >= 0; --i)
-        out.push_back(static_cast<std::byte>(value >> (8 * i)));
-}
-
-bytes filler(std::size_t size, unsigned seed = 0)
-{
-    bytes out(size);
-    for (std::size_t i = 0; i < size; ++i)
-        out[i] = static_cast<std::byte>(seed + i * 7);
-    return out;
-}
-
-bytes concat(std::initializer_list<bytes> parts)
-{
-    bytes out;
-    for (const auto& part : parts)
-        out.insert(out.end(), part.begin(), part.end());
-    return out;
-}
+using dtlspp::test::wire::concat;
+using dtlspp::test::wire::filler;
+using dtlspp::test::wire::put;
 
 bytes record(content_type type, std::uint16_t epoch, std::uint64_t sequence, const bytes& payload)
 {

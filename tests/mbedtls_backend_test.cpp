@@ -673,6 +673,35 @@ BOOST_AUTO_TEST_CASE(investigation_a_long_client_hello_is_refused_on_2_28_and_fr
     }
 }
 
+namespace {
+
+// Splits the one ClientHello record of `hello` into two handshake fragments
+// (RFC 6347 §4.2.3), each in its own record: the first `first` body bytes,
+// then the rest.
+std::pair<datagram, datagram> split_client_hello(const datagram& hello, std::size_t first)
+{
+    constexpr std::size_t record_header = 13;
+    constexpr std::size_t handshake_header = 12;
+    const std::size_t body = hello.size() - record_header - handshake_header;
+    auto put = [](datagram& d, std::size_t at, std::size_t value, int bytes) {
+        for (int i = 0; i < bytes; ++i)
+            d[at + static_cast<std::size_t>(i)] = static_cast<std::byte>(value >> (8 * (bytes - 1 - i)));
+    };
+    auto fragment = [&](std::size_t sequence, std::size_t offset, std::size_t length) {
+        datagram d(hello.begin(), hello.begin() + record_header + handshake_header);
+        put(d, 5, sequence, 6);
+        put(d, 11, handshake_header + length, 2);
+        put(d, record_header + 6, offset, 3);
+        put(d, record_header + 9, length, 3);
+        const auto start = hello.begin() + static_cast<std::ptrdiff_t>(record_header + handshake_header + offset);
+        d.insert(d.end(), start, start + static_cast<std::ptrdiff_t>(length));
+        return d;
+    };
+    return {fragment(0, 0, first), fragment(1, first, body - first)};
+}
+
+} // namespace
+
 BOOST_AUTO_TEST_CASE(investigation_fragmented_client_hello_is_dropped)
 {
     // Split a real ClientHello into two handshake fragments (RFC 6347
@@ -693,26 +722,9 @@ BOOST_AUTO_TEST_CASE(investigation_fragmented_client_hello_is_dropped)
     BOOST_REQUIRE(hello.size() > record_header + handshake_header + 2);
     BOOST_REQUIRE(hello[0] == std::byte{22}); // handshake record
     const std::size_t body = hello.size() - record_header - handshake_header;
-    const std::size_t first = body / 2;
-    // Record header: type, version (2), epoch (2), sequence number (6),
-    // length (2). Handshake header: type, length (3), message_seq (2),
-    // fragment_offset (3), fragment_length (3).
-    auto put = [](datagram& d, std::size_t at, std::size_t value, int bytes) {
-        for (int i = 0; i < bytes; ++i)
-            d[at + static_cast<std::size_t>(i)] = static_cast<std::byte>(value >> (8 * (bytes - 1 - i)));
-    };
-    auto fragment = [&](std::size_t sequence, std::size_t offset, std::size_t length) {
-        datagram d(hello.begin(), hello.begin() + record_header + handshake_header);
-        put(d, 5, sequence, 6);
-        put(d, 11, handshake_header + length, 2);
-        put(d, record_header + 6, offset, 3);
-        put(d, record_header + 9, length, 3);
-        const auto start = hello.begin() + static_cast<std::ptrdiff_t>(record_header + handshake_header + offset);
-        d.insert(d.end(), start, start + static_cast<std::ptrdiff_t>(length));
-        return d;
-    };
-    h.deliver_to_server(fragment(0, 0, first));
-    h.deliver_to_server(fragment(1, first, body - first));
+    const auto [head, tail] = split_client_hello(hello, body / 2);
+    h.deliver_to_server(head);
+    h.deliver_to_server(tail);
     BOOST_TEST(h.offers == (std::vector<dtlspp::listen_result>{dtlspp::listen_result::dropped,
                                                                  dtlspp::listen_result::dropped}));
     BOOST_TEST(h.to_client.empty());
@@ -802,31 +814,6 @@ BOOST_AUTO_TEST_CASE(investigation_record_above_in_content_len_from_openssl)
 #endif
 
 namespace {
-
-// Splits the one ClientHello record of `hello` into two handshake fragments
-// (RFC 6347 §4.2.3), each in its own record: the first `first` body bytes,
-// then the rest.
-std::pair<datagram, datagram> split_client_hello(const datagram& hello, std::size_t first)
-{
-    constexpr std::size_t record_header = 13;
-    constexpr std::size_t handshake_header = 12;
-    const std::size_t body = hello.size() - record_header - handshake_header;
-    auto put = [](datagram& d, std::size_t at, std::size_t value, int bytes) {
-        for (int i = 0; i < bytes; ++i)
-            d[at + static_cast<std::size_t>(i)] = static_cast<std::byte>(value >> (8 * (bytes - 1 - i)));
-    };
-    auto fragment = [&](std::size_t sequence, std::size_t offset, std::size_t length) {
-        datagram d(hello.begin(), hello.begin() + record_header + handshake_header);
-        put(d, 5, sequence, 6);
-        put(d, 11, handshake_header + length, 2);
-        put(d, record_header + 6, offset, 3);
-        put(d, record_header + 9, length, 3);
-        const auto start = hello.begin() + static_cast<std::ptrdiff_t>(record_header + handshake_header + offset);
-        d.insert(d.end(), start, start + static_cast<std::ptrdiff_t>(length));
-        return d;
-    };
-    return {fragment(0, 0, first), fragment(1, first, body - first)};
-}
 
 // A bare mbedTLS DTLS server (no dtlspp in front, cookies off) fed from an
 // in-memory queue; what it sends is kept.

@@ -1,6 +1,8 @@
 #define BOOST_TEST_MODULE trace
 #include <boost/test/unit_test.hpp>
 
+#include "support/wire_bytes.hpp"
+
 #include <dtlspp/trace.hpp>
 
 #include <array>
@@ -15,29 +17,11 @@
 
 namespace {
 
-using bytes = std::vector<std::byte>;
+using bytes = dtlspp::test::wire::bytes;
 
-void put(bytes& out, std::uint64_t value, int width)
-{
-    for (int i = width - 1; i >= 0; --i)
-        out.push_back(static_cast<std::byte>(value >> (8 * i)));
-}
-
-bytes filler(std::size_t size, unsigned seed = 0)
-{
-    bytes out(size);
-    for (std::size_t i = 0; i < size; ++i)
-        out[i] = static_cast<std::byte>(seed + i * 7);
-    return out;
-}
-
-bytes concat(std::initializer_list<bytes> parts)
-{
-    bytes out;
-    for (const auto& part : parts)
-        out.insert(out.end(), part.begin(), part.end());
-    return out;
-}
+using dtlspp::test::wire::concat;
+using dtlspp::test::wire::filler;
+using dtlspp::test::wire::put;
 
 // A handshake fragment header plus body; fragment_length is the body size.
 bytes fragment(std::uint8_t msg_type, std::uint32_t length, std::uint16_t message_seq, std::uint32_t offset,

@@ -147,10 +147,22 @@ std::string to_hex(const std::string& text)
 // template test cases.
 BOOST_AUTO_TEST_SUITE(with_tshark, *boost::unit_test::precondition(tshark_available))
 
-BOOST_AUTO_TEST_CASE_TEMPLATE(handshake_and_echo_decrypt_in_tshark, Pair, all_pairs)
+namespace {
+
+std::string hex_of(const std::vector<std::byte>& bytes)
 {
-    const std::string pair_name =
-        std::string(Pair::client::name) + "_to_" + std::string(Pair::server::name);
+    std::string text;
+    for (const auto b : bytes) text.push_back(static_cast<char>(b));
+    return to_hex(text);
+}
+
+// A capture of a whole handshake and one echo, read back by tshark. With
+// `cid`, both sides ask for a Connection ID of that length.
+template <class Pair>
+void capture_and_decode(std::optional<std::size_t> cid)
+{
+    const std::string pair_name = std::string(Pair::client::name) + "_to_" + std::string(Pair::server::name) +
+                                  (cid ? "_cid" : "");
     temp_files files(pair_name);
 
     // The client's key export is enough: one CLIENT_RANDOM line names the
@@ -159,11 +171,14 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(handshake_and_echo_decrypt_in_tshark, Pair, all_pa
     BOOST_TEST_REQUIRE(keys.is_open());
     auto client_cfg = client_config();
     client_cfg.key_log = [&keys](std::string_view line) { keys << line << '\n' << std::flush; };
+    client_cfg.connection_id = cid;
+    auto server_cfg = server_config();
+    server_cfg.connection_id = cid;
 
     pcap_writer pcap;
     BOOST_TEST_REQUIRE(!pcap.open(files.pcap));
 
-    pipe_pair<typename Pair::client, typename Pair::server> p(server_config(), client_cfg, Pair::virtual_time);
+    pipe_pair<typename Pair::client, typename Pair::server> p(server_cfg, client_cfg, Pair::virtual_time);
     // The harness shows every datagram that crosses the pipes, the
     // HelloVerifyRequest exchange included, in the order it happens.
     p.filter = [&pcap](const wire_event& e) {
@@ -190,7 +205,8 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(handshake_and_echo_decrypt_in_tshark, Pair, all_pa
                                 "' -o 'tls.keylog_file:" + files.keys.string() + "' -d udp.port==" +
                                 std::to_string(server_port) +
                                 ",dtls -T fields -e udp.srcport -e dtls.record.content_type"
-                                " -e dtls.handshake.type -e data.data 2>/dev/null";
+                                " -e dtls.handshake.type -e data.data -e dtls.record.connection_id 2>/dev/null";
+    const auto& ids = p.client().connection_id();
     const auto output = run(command);
     BOOST_TEST_CONTEXT("tshark output:\n" << output.text)
     {
@@ -202,8 +218,11 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(handshake_and_echo_decrypt_in_tshark, Pair, all_pa
         std::map<int, std::pair<int, int>> seen;
         int change_cipher_specs = 0;
         int payload_copies = 0;
+        // Records carrying a Connection ID, by direction, and whether each
+        // carried the CID its receiver asked for.
+        int cid_records_to_server = 0, cid_records_to_client = 0, wrong_cids = 0;
         for (const auto& row : rows) {
-            BOOST_TEST_REQUIRE(row.size() == 4u);
+            BOOST_TEST_REQUIRE(row.size() == 5u);
             const bool from_client = row[0] == std::to_string(client_port);
             for (const auto& type : split_commas(row[2])) {
                 auto& count = seen[std::stoi(type)];
@@ -213,6 +232,10 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(handshake_and_echo_decrypt_in_tshark, Pair, all_pa
                 if (type == "20") ++change_cipher_specs;
             for (const auto& data : split_commas(row[3]))
                 if (data == to_hex(payload)) ++payload_copies;
+            for (const auto& seen_cid : split_commas(row[4])) {
+                (from_client ? cid_records_to_server : cid_records_to_client) += 1;
+                if (seen_cid != hex_of(from_client ? ids.peer : ids.own)) ++wrong_cids;
+            }
         }
         // RFC 6347 §4.2.1 / RFC 5246 §7.3: who sends what in a full
         // certificate handshake with a cookie exchange.
@@ -230,7 +253,26 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(handshake_and_echo_decrypt_in_tshark, Pair, all_pa
         BOOST_TEST(seen[20].second == 1);
         // The message to the server and its echo, both decrypted.
         BOOST_TEST(payload_copies == 2);
+        // With a CID negotiated, Wireshark reads it from every protected
+        // record (Finished, the message, its echo) and still decrypts them.
+        const bool negotiated = cid && Pair::client::traits.connection_id && Pair::server::traits.connection_id;
+        BOOST_TEST(ids.negotiated == negotiated);
+        BOOST_TEST(cid_records_to_server == (negotiated ? 2 : 0));
+        BOOST_TEST(cid_records_to_client == (negotiated ? 2 : 0));
+        BOOST_TEST(wrong_cids == 0);
     }
+}
+
+} // namespace
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(handshake_and_echo_decrypt_in_tshark, Pair, all_pairs)
+{
+    capture_and_decode<Pair>(std::nullopt);
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(connection_id_records_decode_and_decrypt_in_tshark, Pair, all_pairs)
+{
+    capture_and_decode<Pair>(8);
 }
 
 BOOST_AUTO_TEST_SUITE_END()
