@@ -9,7 +9,9 @@
 #include "support/forge.hpp"
 #include "support/harness.hpp"
 
+#include <algorithm>
 #include <array>
+#include <optional>
 #include <random>
 
 using namespace dtlspp;
@@ -187,11 +189,22 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(losing_any_one_handshake_datagram_is_recovered, Pa
             {
                 auto p = make_pair<Pair>(fast(server_config()), fast(client_config()));
                 bool dropped = false;
+                // Every datagram of that direction with its record sequence
+                // numbers blanked, so a resent flight matches its original.
+                std::vector<bytes> sent;
+                std::optional<bytes> lost;
                 p.filter = [&](const wire_event& e) {
-                    if (e.to_server == bool(to_server) && e.index == k && !dropped) {
+                    if (e.to_server != bool(to_server)) return true;
+                    bytes d(e.datagram.begin(), e.datagram.end());
+                    parse_datagram(e.datagram, [&](const record_view& r) {
+                        std::fill_n(d.begin() + static_cast<std::ptrdiff_t>(r.offset + 5), 6, std::byte{0});
+                    });
+                    if (e.index == k && !dropped) {
                         dropped = true;
+                        lost = d;
                         return false;
                     }
+                    sent.push_back(d);
                     return true;
                 };
                 failure f;
@@ -204,7 +217,14 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(losing_any_one_handshake_datagram_is_recovered, Pa
                 BOOST_REQUIRE(server_side != nullptr);
                 const auto retransmissions =
                     p.client().counters().retransmissions + server_side->counters().retransmissions;
-                BOOST_TEST(retransmissions >= 1u);
+                // Recovery needs the lost datagram again. On a loaded
+                // machine OpenSSL may resend a flight inside the very call
+                // that first sent it (its timer reads the wall clock), which
+                // no counter calls a retransmission; otherwise a counted
+                // retransmission must have brought it.
+                const bool resent_in_the_same_call =
+                    retransmissions == 0 && lost && std::count(sent.begin(), sent.end(), *lost) > 0;
+                if (!resent_in_the_same_call) BOOST_TEST(retransmissions >= 1u);
                 BOOST_TEST(p.echo("after loss"));
             }
         }
