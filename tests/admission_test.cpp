@@ -38,49 +38,12 @@ using dtlspp::detail::admission_limits;
 using dtlspp::detail::drop_reason;
 using dtlspp::detail::judge_datagram;
 
+using dtlspp::test::wire::cid_record;
 using dtlspp::test::wire::concat;
 using dtlspp::test::wire::filler;
+using dtlspp::test::wire::fragment;
 using dtlspp::test::wire::put;
-
-bytes record(content_type type, std::uint16_t epoch, std::uint64_t sequence, const bytes& payload)
-{
-    bytes out;
-    put(out, static_cast<std::uint8_t>(type), 1);
-    put(out, 0xfefd, 2);
-    put(out, epoch, 2);
-    put(out, sequence, 6);
-    put(out, payload.size(), 2);
-    out.insert(out.end(), payload.begin(), payload.end());
-    return out;
-}
-
-// RFC 9146 §4: the CID sits between the sequence number and the length.
-bytes cid_record(std::uint16_t epoch, std::uint64_t sequence, const bytes& cid, const bytes& payload)
-{
-    bytes out;
-    put(out, 25, 1);
-    put(out, 0xfefd, 2);
-    put(out, epoch, 2);
-    put(out, sequence, 6);
-    out.insert(out.end(), cid.begin(), cid.end());
-    put(out, payload.size(), 2);
-    out.insert(out.end(), payload.begin(), payload.end());
-    return out;
-}
-
-// A handshake fragment header plus body; fragment_length is the body size.
-bytes fragment(std::uint8_t msg_type, std::uint32_t length, std::uint16_t message_seq, std::uint32_t offset,
-               const bytes& body)
-{
-    bytes out;
-    put(out, msg_type, 1);
-    put(out, length, 3);
-    put(out, message_seq, 2);
-    put(out, offset, 3);
-    put(out, body.size(), 3);
-    out.insert(out.end(), body.begin(), body.end());
-    return out;
-}
+using dtlspp::test::wire::record;
 
 bytes client_hello() { return record(content_type::handshake, 0, 0, fragment(1, 40, 0, 0, filler(40))); }
 

@@ -19,58 +19,21 @@ namespace {
 
 using bytes = dtlspp::test::wire::bytes;
 
+using dtlspp::test::wire::cid_record;
 using dtlspp::test::wire::concat;
 using dtlspp::test::wire::filler;
+using dtlspp::test::wire::fragment;
 using dtlspp::test::wire::put;
-
-// A handshake fragment header plus body; fragment_length is the body size.
-bytes fragment(std::uint8_t msg_type, std::uint32_t length, std::uint16_t message_seq, std::uint32_t offset,
-               const bytes& body)
-{
-    bytes out;
-    put(out, msg_type, 1);
-    put(out, length, 3);
-    put(out, message_seq, 2);
-    put(out, offset, 3);
-    put(out, body.size(), 3);
-    out.insert(out.end(), body.begin(), body.end());
-    return out;
-}
+using dtlspp::test::wire::record;
 
 bytes whole_message(std::uint8_t msg_type, std::uint16_t message_seq, std::size_t size)
 {
     return fragment(msg_type, static_cast<std::uint32_t>(size), message_seq, 0, filler(size, msg_type));
 }
 
-bytes record(dtlspp::content_type type, std::uint16_t epoch, std::uint64_t sequence, const bytes& payload)
-{
-    bytes out;
-    put(out, static_cast<std::uint8_t>(type), 1);
-    put(out, 0xfefd, 2);
-    put(out, epoch, 2);
-    put(out, sequence, 6);
-    put(out, payload.size(), 2);
-    out.insert(out.end(), payload.begin(), payload.end());
-    return out;
-}
-
 bytes handshake_record(std::uint16_t epoch, std::uint64_t sequence, const bytes& payload)
 {
     return record(dtlspp::content_type::handshake, epoch, sequence, payload);
-}
-
-// RFC 9146 §4: the CID sits between the sequence number and the length.
-bytes cid_record(std::uint16_t epoch, std::uint64_t sequence, const bytes& cid, const bytes& payload)
-{
-    bytes out;
-    put(out, 25, 1);
-    put(out, 0xfefd, 2);
-    put(out, epoch, 2);
-    put(out, sequence, 6);
-    out.insert(out.end(), cid.begin(), cid.end());
-    put(out, payload.size(), 2);
-    out.insert(out.end(), payload.begin(), payload.end());
-    return out;
 }
 
 const bytes four_byte_cid = {std::byte{0x0a}, std::byte{0x1b}, std::byte{0x2c}, std::byte{0x3d}};
