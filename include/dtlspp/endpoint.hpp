@@ -616,10 +616,7 @@ private:
             if (trace_) trace_(direction::out, d, {connection_id_length(direction::out)});
             // Application data alone needs no accounting beyond the above:
             // skip the parse on the hot path of an open association.
-            if (state_ == endpoint_state::open && !d.empty() &&
-                d[0] == static_cast<std::byte>(content_type::application_data) &&
-                d.size() == record_header_size + record_payload_length(d))
-                continue;
+            if (state_ == endpoint_state::open && is_one_protected_record(d)) continue;
             const auto parsed = parse_datagram(d, [&](const record_view& r) {
                 if (!r.is_encrypted()) next_plaintext_sequence_ = std::max(next_plaintext_sequence_, r.sequence_number + 1);
                 if (r.type == content_type::change_cipher_spec) {
@@ -655,11 +652,22 @@ private:
         if (!new_content) ++counters_.retransmissions;
     }
 
-    // The length field of the first record (bytes 11-12 of its header).
-    static std::size_t record_payload_length(std::span<const std::byte> d) noexcept
+    // One application data record, or one Connection ID record (whose type
+    // is hidden, but after the handshake only application data and alerts
+    // travel, and an alert's accounting is the same): what an open
+    // association sends, judged from its first bytes.
+    bool is_one_protected_record(std::span<const std::byte> d) const noexcept
     {
-        if (d.size() < record_header_size) return 0;
-        return (std::to_integer<std::size_t>(d[11]) << 8) | std::to_integer<std::size_t>(d[12]);
+        if (d.empty()) return false;
+        std::size_t header = record_header_size;
+        if (d[0] == static_cast<std::byte>(content_type::tls12_cid) && connection_ids_.negotiated)
+            header += connection_ids_.peer.size();
+        else if (d[0] != static_cast<std::byte>(content_type::application_data))
+            return false;
+        if (d.size() < header) return false;
+        const std::size_t length =
+            (std::to_integer<std::size_t>(d[header - 2]) << 8) | std::to_integer<std::size_t>(d[header - 1]);
+        return d.size() == header + length;
     }
 
     void after_call()

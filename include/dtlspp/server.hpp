@@ -30,12 +30,14 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <set>
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <system_error>
 #include <unordered_map>
 #include <utility>
@@ -434,10 +436,17 @@ private:
         return !datagram.empty() && datagram[0] == static_cast<std::byte>(content_type::tls12_cid);
     }
 
-    static std::string cid_key(std::span<const std::byte> cid)
+    static std::string_view cid_key(std::span<const std::byte> cid) noexcept
     {
-        return std::string(reinterpret_cast<const char*>(cid.data()), cid.size());
+        return std::string_view(reinterpret_cast<const char*>(cid.data()), cid.size());
     }
+
+    // Looks CIDs up by string_view, so finding a record's association
+    // copies nothing (a CID may be longer than a short-string buffer).
+    struct cid_hash {
+        using is_transparent = void;
+        std::size_t operator()(std::string_view key) const noexcept { return std::hash<std::string_view>{}(key); }
+    };
 
     struct session_entry;
 
@@ -538,8 +547,8 @@ private:
         const auto& ids = s.association.connection_id();
         if (!ids.negotiated || ids.own.size() != cid_length_) return;
         s.cid_registered = true;
-        auto key = cid_key(ids.own);
-        if (by_connection_id_.count(key) != 0) {
+        std::string key(cid_key(ids.own));
+        if (by_connection_id_.find(std::string_view(key)) != by_connection_id_.end()) {
             ++counters_.connection_id_collisions;
             s.close_reason = make_failure(errc::internal, "its Connection ID is already in use by another association");
             close_association(s, now);
@@ -882,7 +891,7 @@ private:
     typename endpoint_type::trace_hook trace_;
     bool in_callback_ = false; // a handler callback runs
     std::size_t cid_length_ = 0; // of our Connection IDs; 0: none asked for
-    std::unordered_map<std::string, session_entry*> by_connection_id_;
+    std::unordered_map<std::string, session_entry*, cid_hash, std::equal_to<>> by_connection_id_;
     detail::hello_reassembly hello_reassembly_; // partial ClientHellos of peers without a session
 };
 
