@@ -10,8 +10,6 @@
 #include <dtlspp/transport/address.hpp>
 #include <dtlspp/transport/udp_socket.hpp>
 
-#include <sys/socket.h>
-
 #include <algorithm>
 #include <array>
 #include <chrono>

@@ -19,7 +19,11 @@
 #include "compare/run.hpp"
 #include "options.hpp"
 
+#ifdef _WIN32
+#include <io.h>
+#else
 #include <unistd.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -123,9 +127,10 @@ double parse_number(const std::string& flag, const std::string& text, double low
     return value;
 }
 
-long bounded(const examples::arguments& args, const std::string& flag, long fallback, long low, long high)
+long long bounded(const examples::arguments& args, const std::string& flag, long long fallback, long long low,
+                  long long high)
 {
-    const long value = args.number(flag, fallback);
+    const long long value = args.number(flag, fallback);
     if (value < low || value > high)
         throw usage_error(flag + ": " + std::to_string(value) + " is outside " + std::to_string(low) + ".." +
                           std::to_string(high));
@@ -136,7 +141,16 @@ long bounded(const examples::arguments& args, const std::string& flag, long fall
 // file, CI) a new line every tenth of the grid.
 class progress {
 public:
-    progress(std::size_t total, bool enabled) : total_(total), enabled_(enabled && total > 1), tty_(::isatty(2) != 0) {}
+    progress(std::size_t total, bool enabled) : total_(total), enabled_(enabled && total > 1), tty_(stderr_is_terminal()) {}
+
+    static bool stderr_is_terminal()
+    {
+#ifdef _WIN32
+        return ::_isatty(2) != 0;
+#else
+        return ::isatty(2) != 0;
+#endif
+    }
 
     void update(std::size_t done)
     {
@@ -214,7 +228,7 @@ int main(int argc, char** argv)
 
         run_settings settings;
         const auto seeds = static_cast<std::size_t>(bounded(args, "--seeds", 20, 1, 100000));
-        const auto first_seed = static_cast<std::uint64_t>(bounded(args, "--first-seed", 1, 0, 1L << 40));
+        const auto first_seed = static_cast<std::uint64_t>(bounded(args, "--first-seed", 1, 0, 1LL << 40));
         settings.messages = static_cast<std::size_t>(bounded(args, "--messages", 10, 0, 10000));
         settings.message_size = static_cast<std::size_t>(bounded(args, "--size", 64, 1, 16384));
         settings.initial_rto = std::chrono::milliseconds(bounded(args, "--initial-rto-ms", 100, 1, 60000));

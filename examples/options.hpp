@@ -50,12 +50,13 @@ public:
         auto found = values_.find(name);
         return found == values_.end() ? fallback : found->second;
     }
-    long number(const std::string& name, long fallback) const
+    // long long, not long: long has 32 bits on Windows.
+    long long number(const std::string& name, long long fallback) const
     {
         if (!has(name)) return fallback;
         const auto text = get(name);
         char* end = nullptr;
-        const long value = std::strtol(text.c_str(), &end, 10);
+        const long long value = std::strtoll(text.c_str(), &end, 10);
         if (text.empty() || *end != '\0' || value < 0) throw usage_error(name + ": not a number: " + text);
         return value;
     }

@@ -369,8 +369,12 @@ BOOST_AUTO_TEST_CASE(keylog_lines)
         // Written and flushed at once, so visible before close.
         BOOST_TEST(read_text(file.path).size() == 176u);
     }
+#ifndef _WIN32
+    // Windows has no such permission bits: a new file takes its folder's
+    // access control list (the profile's folders are the user's own).
     BOOST_TEST(((fs::status(file.path).permissions() & (fs::perms::group_all | fs::perms::others_all)) ==
                 fs::perms::none));
+#endif
     {
         // Reopening appends rather than truncating.
         dtlspp::keylog_writer writer;
@@ -384,24 +388,46 @@ BOOST_AUTO_TEST_CASE(keylog_lines)
     BOOST_TEST(read_text(file.path) == line + line);
 }
 
+namespace {
+// setenv/unsetenv are POSIX; Windows has _putenv_s, where an empty value
+// removes the variable (so the "set but empty" case is the unset case there).
+void set_env(const char* name, const char* value)
+{
+#ifdef _WIN32
+    _putenv_s(name, value);
+#else
+    setenv(name, value, 1);
+#endif
+}
+
+void unset_env(const char* name)
+{
+#ifdef _WIN32
+    _putenv_s(name, "");
+#else
+    unsetenv(name);
+#endif
+}
+} // namespace
+
 BOOST_AUTO_TEST_CASE(keylog_path_follows_environment)
 {
     const char* previous = std::getenv("SSLKEYLOGFILE");
     const std::optional<std::string> saved = previous ? std::optional<std::string>(previous) : std::nullopt;
 
-    unsetenv("SSLKEYLOGFILE");
+    unset_env("SSLKEYLOGFILE");
     BOOST_TEST(!dtlspp::keylog_path_from_env().has_value());
-    setenv("SSLKEYLOGFILE", "", 1);
+    set_env("SSLKEYLOGFILE", "");
     BOOST_TEST(!dtlspp::keylog_path_from_env().has_value());
-    setenv("SSLKEYLOGFILE", "keys.log", 1);
+    set_env("SSLKEYLOGFILE", "keys.log");
     const auto path = dtlspp::keylog_path_from_env();
     BOOST_TEST_REQUIRE(path.has_value());
     BOOST_TEST(path->string() == "keys.log");
 
     if (saved)
-        setenv("SSLKEYLOGFILE", saved->c_str(), 1);
+        set_env("SSLKEYLOGFILE", saved->c_str());
     else
-        unsetenv("SSLKEYLOGFILE");
+        unset_env("SSLKEYLOGFILE");
 }
 
 BOOST_AUTO_TEST_CASE(tshark_decodes_handshake_types, *boost::unit_test::precondition(tshark_available))

@@ -390,6 +390,37 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_server_that_vanished_is_reported_as_peer_unreach
     BOOST_TEST((ec == errc::peer_unreachable), ec.message());
 }
 
+// A peer that vanishes leaves an ICMP port unreachable at the server's
+// socket. Windows would fail the server's next recvfrom with WSAECONNRESET
+// (unless SIO_UDP_CONNRESET is off, as dtlspp sets it); on any system the
+// server must go on serving its open associations and new clients.
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_vanished_peer_does_not_stop_the_server, Backend, all_backends)
+{
+    echo_server_thread<Backend> srv(server_config(), "127.0.0.1:0");
+    BOOST_REQUIRE_MESSAGE(srv.started(), srv.bind_failure().what());
+    failure f;
+    auto a = client<Backend>::connect(client_config(), srv.address(), f);
+    BOOST_REQUIRE_MESSAGE(a, f.what());
+    std::error_code ec;
+    BOOST_REQUIRE_EQUAL(echo(*a, "before", ec), "before");
+
+    // ClientHellos from ports that close at once: the server's
+    // HelloVerifyRequests go to closed ports.
+    for (int i = 0; i < 3; ++i) {
+        failure ignored;
+        auto e = endpoint<Backend>::connect(client_config(), clock::now(), ignored);
+        BOOST_REQUIRE_MESSAGE(e, ignored.what());
+        auto gone = udp_socket::bind(peer_address::parse("127.0.0.1:0"));
+        e->drain([&](std::span<const std::byte> d) { gone.send_to(d, srv.address()); });
+    }
+    std::this_thread::sleep_for(200ms);
+
+    BOOST_TEST(echo(*a, "after", ec) == "after", ec.message());
+    auto b = client<Backend>::connect(client_config(), srv.address(), f);
+    BOOST_REQUIRE_MESSAGE(b, f.what());
+    BOOST_TEST(echo(*b, "new client", ec) == "new client", ec.message());
+}
+
 // A NAT rebinding over real sockets: the client moves to a new local port.
 // With a Connection ID (stacks that have it) the server follows it there and
 // the echo goes on; without one the server takes the new port for a

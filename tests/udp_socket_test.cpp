@@ -310,4 +310,86 @@ BOOST_AUTO_TEST_CASE(move_transfers_ownership) {
     BOOST_TEST(second.local_address() == local);
 }
 
+// What a peer that went away leaves behind: its port answers with ICMP port
+// unreachable. A server's (unconnected) socket must not hear of it: Windows
+// would fail the next recvfrom with WSAECONNRESET and a naive loop would
+// stop serving everyone, which is why the Winsock layer turns
+// SIO_UDP_CONNRESET off. On POSIX an unconnected socket never hears of it.
+BOOST_AUTO_TEST_CASE(an_unconnected_socket_ignores_a_vanished_peer) {
+    for (const std::string loopback : {"127.0.0.1:0", "[::1]:0"}) {
+        auto server = udp_socket::bind(peer_address::parse(loopback));
+        const peer_address gone = udp_socket::bind(peer_address::parse(loopback)).local_address();
+        std::error_code error;
+        for (int i = 0; i < 3; ++i) {
+            server.send_to(bytes_of("anyone?"), gone, error);
+            BOOST_TEST(!error, loopback << ": " << error.message());
+        }
+        // Time for the ICMP messages to come back.
+        std::array<std::byte, 64> buffer{};
+        peer_address from;
+        server.wait_readable(100ms, error);
+        BOOST_TEST(!error, loopback << ": " << error.message());
+        BOOST_TEST(!server.receive_from(buffer, from, error).has_value());
+        BOOST_TEST(!error, loopback << ": " << error.message());
+
+        auto peer = udp_socket::bind(peer_address::parse(loopback));
+        peer.send_to(bytes_of("still here"), server.local_address());
+        const auto received = receive_within(server, buffer, from, error);
+        BOOST_TEST(!error, loopback << ": " << error.message());
+        BOOST_REQUIRE(received.has_value());
+        BOOST_TEST(text_of(std::span(buffer).first(*received)) == "still here");
+        BOOST_TEST(from == peer.local_address());
+    }
+}
+
+// A connected socket does hear it, and says so the same way on every
+// system: std::errc::connection_refused (ECONNREFUSED on POSIX; WSAECONNRESET
+// from recvfrom on Windows, and the pending SO_ERROR under wine).
+BOOST_AUTO_TEST_CASE(a_connected_socket_reports_a_closed_port_as_connection_refused) {
+    for (const std::string loopback : {"127.0.0.1:0", "[::1]:0"}) {
+        const peer_address gone = udp_socket::bind(peer_address::parse(loopback)).local_address();
+        auto client = udp_socket::open(gone.family());
+        client.connect(gone);
+        std::error_code error;
+        std::array<std::byte, 64> buffer{};
+        peer_address from;
+        bool refused = false;
+        for (int i = 0; i < 5 && !refused; ++i) {
+            client.send_to(bytes_of("anyone?"), gone, error);
+            if (error == std::errc::connection_refused) {
+                refused = true;
+                break;
+            }
+            BOOST_TEST(!error, loopback << ": " << error.message());
+            client.wait_readable(200ms, error);
+            BOOST_TEST(!client.receive_from(buffer, from, error).has_value());
+            refused = error == std::errc::connection_refused;
+            BOOST_TEST((!error || refused), loopback << ": " << error.message());
+        }
+        BOOST_TEST(refused, loopback << ": no connection_refused after 5 datagrams");
+    }
+}
+
+#ifdef _WIN32
+// The Winsock errors a datagram socket meets compare equal to the portable
+// conditions the POSIX build reports, so callers test one std::errc.
+BOOST_AUTO_TEST_CASE(winsock_errors_map_to_the_portable_conditions) {
+    using dtlspp::detail::winsock_error;
+    BOOST_TEST((winsock_error(WSAEWOULDBLOCK) == std::errc::operation_would_block));
+    BOOST_TEST((winsock_error(WSAECONNRESET) == std::errc::connection_refused));
+    BOOST_TEST((winsock_error(WSAECONNREFUSED) == std::errc::connection_refused));
+    BOOST_TEST((winsock_error(WSAENETUNREACH) == std::errc::network_unreachable));
+    BOOST_TEST((winsock_error(WSAEHOSTUNREACH) == std::errc::host_unreachable));
+    BOOST_TEST((winsock_error(WSAEADDRINUSE) == std::errc::address_in_use));
+    BOOST_TEST((winsock_error(WSAEADDRNOTAVAIL) == std::errc::address_not_available));
+    BOOST_TEST((winsock_error(WSAEMSGSIZE) == std::errc::message_size));
+    BOOST_TEST((winsock_error(WSAEAFNOSUPPORT) == std::errc::address_family_not_supported));
+    BOOST_TEST((winsock_error(WSAENOTSOCK) == std::errc::not_a_socket));
+    // Anything else keeps its Windows code and the system's message.
+    const auto other = winsock_error(WSAEDISCON);
+    BOOST_TEST(other.value() == WSAEDISCON);
+    BOOST_TEST((other.category() == std::system_category()));
+}
+#endif
+
 BOOST_AUTO_TEST_SUITE_END()

@@ -294,6 +294,8 @@ public:
 
     // Appends to `path`, creating it if needed. A new file is made readable by
     // its owner only, because it holds everything needed to decrypt traffic.
+    // On Windows, which has no such mode bits, it takes its folder's access
+    // control list: keep key logs in a folder only you can read.
     std::error_code open(const std::filesystem::path& path)
     {
         std::error_code ignored;

@@ -5,7 +5,7 @@
 // (hence equality and std::hash) and the input to DTLS cookies (hence
 // transport_id), so it must compare by value, never by raw struct bytes.
 
-#include <dtlspp/transport/detail/posix_socket.hpp>
+#include <dtlspp/transport/detail/native_socket.hpp>
 
 #include <array>
 #include <charconv>

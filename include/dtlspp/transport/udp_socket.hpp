@@ -6,7 +6,7 @@
 // which keeps the event loop (and its timeouts) in the caller's hands.
 
 #include <dtlspp/transport/address.hpp>
-#include <dtlspp/transport/detail/posix_socket.hpp>
+#include <dtlspp/transport/detail/native_socket.hpp>
 
 #include <chrono>
 #include <cstddef>
@@ -151,7 +151,9 @@ public:
     // that peer's datagrams are received, and an ICMP error about it (no
     // one listening: std::errc::connection_refused) is reported by the next
     // send_to or receive_from, at once, instead of leaving a client to wait
-    // for its deadline. Calls connect(2).
+    // for its deadline. Calls connect(2); on Windows also turns ICMP
+    // reporting back on (SIO_UDP_CONNRESET), which an unconnected socket has
+    // off so that a vanished peer cannot interrupt a server's receive loop.
     void connect(const peer_address& peer, std::error_code& error) {
         if (!check_open(error)) {
             return;

@@ -16,7 +16,7 @@
 #include <mbedtls/x509.h>
 #include <mbedtls/x509_crt.h>
 
-#include <arpa/inet.h>
+#include <dtlspp/transport/detail/native_socket.hpp>
 
 #include <array>
 #include <cstdint>
@@ -35,15 +35,9 @@ struct ip_literal {
 inline std::optional<ip_literal> parse_ip_literal(const std::string& text)
 {
     ip_literal ip;
-    if (inet_pton(AF_INET, text.c_str(), ip.bytes.data()) == 1) {
-        ip.size = 4;
-        return ip;
-    }
-    if (inet_pton(AF_INET6, text.c_str(), ip.bytes.data()) == 1) {
-        ip.size = 16;
-        return ip;
-    }
-    return std::nullopt;
+    ip.size = detail::parse_numeric_ip(text, ip.bytes);
+    if (ip.size == 0) return std::nullopt;
+    return ip;
 }
 
 // True when the certificate's subjectAltName (OID 2.5.29.17) lists `ip` as

@@ -3,10 +3,14 @@
 
 // The only place in dtlspp that talks to the BSD socket API directly.
 //
-// Keeping every POSIX call behind this small set of functions means a Winsock
-// variant only has to provide the same names (native_socket, open_datagram,
-// receive_datagram, ...) in a sibling header; address.hpp and udp_socket.hpp
-// never see errno, fcntl or poll.
+// Every POSIX call sits behind this small set of functions; its Winsock twin,
+// winsock_socket.hpp, provides the same names (native_socket, open_datagram,
+// receive_datagram, ...), and native_socket.hpp picks one of the two at
+// compile time. address.hpp and udp_socket.hpp never see errno, fcntl or poll.
+
+#if defined(_WIN32)
+#error "posix_socket.hpp is the POSIX socket layer; include native_socket.hpp instead"
+#endif
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -323,6 +327,18 @@ inline std::size_t copy_ip_bytes(const sockaddr_storage& address,
         sockaddr_in6 v6{};
         std::memcpy(&v6, &address, sizeof v6);
         std::memcpy(output.data(), &v6.sin6_addr, 16);
+        return 16;
+    }
+    return 0;
+}
+
+// The bytes of an IPv4 or IPv6 literal (no brackets, no port): 4, 16, or 0
+// for text that is not one.
+inline std::size_t parse_numeric_ip(const std::string& text, std::span<unsigned char, 16> output) noexcept {
+    if (::inet_pton(AF_INET, text.c_str(), output.data()) == 1) {
+        return 4;
+    }
+    if (::inet_pton(AF_INET6, text.c_str(), output.data()) == 1) {
         return 16;
     }
     return 0;
