@@ -540,6 +540,14 @@ struct openssl_backend {
         // and the final flight small.
         SSL_CTX_set_options(ctx, (o.emulate_default_mtu ? 0 : SSL_OP_NO_QUERY_MTU) | SSL_OP_NO_RENEGOTIATION |
                                      SSL_OP_NO_TICKET | (c.role == role::server ? SSL_OP_COOKIE_EXCHANGE : 0));
+        // No session cache, as on mbedTLS (which has none unless given
+        // one): dtlspp offers no resumption, and OpenSSL's server cache
+        // would keep every session in the context's hash table for its
+        // 300 s lifetime. It also keeps away from a use-after-free in
+        // SSL_CTX_add_session when inserting into that table fails for
+        // lack of memory (openssl/openssl#28632), which the
+        // fault-injection test hit with OpenSSL 3.0.20 on Windows.
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
         if (c.certificate && (f = load_certificate(ctx, *c.certificate))) return nullptr;
         if (!c.trusted_ca.empty() && (f = load_trusted(ctx, c.trusted_ca))) return nullptr;
 
