@@ -5,18 +5,22 @@
 # a bad flag must fail with status 2. Takes well under a second per pair:
 # runs with OpenSSL are on real time, but nothing is lost, so no timer fires.
 #   compare_smoke.sh PATH/TO/dtls_compare CERT_DIR
+# A Windows build (dtls_compare.exe) runs under ${WINE:-wine}; the CR of its
+# CR LF line ends is stripped.
 set -euo pipefail
 tool=$1
 certs=$2
 fail() { echo "FAIL: $*" >&2; exit 1; }
+cmd=("$tool")
+[[ $tool == *.exe ]] && cmd=("${WINE:-wine}" "$tool")
 
-backends=$("$tool" --list-backends)
+backends=$("${cmd[@]}" --list-backends | tr -d '\r')
 expected=()
 for c in $backends; do
   for s in $backends; do expected+=("$c-$s"); done
 done
 
-csv=$(timeout 60 "$tool" --certs "$certs" --loss 0 --seeds 2 --messages 2 --csv --quiet) ||
+csv=$(timeout 60 "${cmd[@]}" --certs "$certs" --loss 0 --seeds 2 --messages 2 --csv --quiet | tr -d '\r') ||
   fail "dtls_compare exited with status $?"
 echo "$csv"
 header=$(head -n 1 <<<"$csv")
@@ -35,7 +39,8 @@ for pair in "${expected[@]}"; do
 done
 
 first=${expected[0]}
-trace=$(timeout 60 "$tool" --certs "$certs" --pairs "$first" --loss 0 --seeds 1 --messages 1 --trace --quiet)
+trace=$(timeout 60 "${cmd[@]}" --certs "$certs" --pairs "$first" --loss 0 --seeds 1 --messages 1 --trace --quiet |
+        tr -d '\r')
 for message in ClientHello HelloVerifyRequest ServerHello Certificate ServerKeyExchange ServerHelloDone \
                ClientKeyExchange ChangeCipherSpec ApplicationData "handshake complete"; do
   grep -q "$message" <<<"$trace" || fail "--trace output lacks $message"
@@ -44,7 +49,8 @@ done
 # --rebind: the client's address changes halfway. A pair's association
 # survives exactly when it negotiated a Connection ID, and OpenSSL (3.0) has
 # none; every handshake still completes.
-csv=$(timeout 60 "$tool" --certs "$certs" --loss 0 --seeds 1 --messages 4 --rebind --csv --quiet) ||
+csv=$(timeout 60 "${cmd[@]}" --certs "$certs" --loss 0 --seeds 1 --messages 4 --rebind --csv --quiet |
+      tr -d '\r') ||
   fail "dtls_compare --rebind exited with status $?"
 echo "$csv"
 header=$(head -n 1 <<<"$csv")
@@ -65,6 +71,6 @@ for pair in "${expected[@]}"; do
 done
 
 status=0
-"$tool" --certs "$certs" --loss 101 >/dev/null 2>&1 || status=$?
+"${cmd[@]}" --certs "$certs" --loss 101 >/dev/null 2>&1 || status=$?
 [ "$status" -eq 2 ] || fail "--loss 101: expected status 2, got $status"
 echo "PASS: ${#expected[@]} pairs"
