@@ -18,13 +18,15 @@ ensure_packages() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# configure DIR [meson options...]: sets up or reconfigures DIR.
+# configure DIR [meson options...]: sets up or reconfigures DIR. Meson's
+# output is shown only when it fails.
 configure() {
-  local dir=$1
+  local dir=$1 log status=0
   shift
-  if [ -f "$dir/build.ninja" ]; then
-    meson setup --reconfigure --wrap-mode=nodownload "$dir" "$@" >/dev/null
-  else
-    meson setup --wrap-mode=nodownload "$dir" "$@" >/dev/null
-  fi
+  [ -f "$dir/build.ninja" ] && set -- --reconfigure "$@"
+  log=$(mktemp)
+  meson setup --wrap-mode=nodownload "$dir" "$@" >"$log" 2>&1 || status=$?
+  [ "$status" -eq 0 ] || { cat "$log" >&2; echo "meson setup $dir failed" >&2; }
+  rm -f "$log"
+  return "$status"
 }
