@@ -209,16 +209,6 @@ inline bool restrict_to_ipv6(native_socket socket, std::error_code& error) noexc
     return true;
 }
 
-inline bool bind_native(native_socket socket, const sockaddr* address, native_length length,
-                        std::error_code& error) noexcept {
-    error.clear();
-    if (::bind(socket, address, length) != 0) {
-        error = last_socket_error();
-        return false;
-    }
-    return true;
-}
-
 // As on POSIX, a connected socket drops datagrams from other addresses and
 // hears the peer's ICMP port unreachable: reporting is turned back on.
 inline bool connect_native(native_socket socket, const sockaddr* address, native_length length,
@@ -229,18 +219,6 @@ inline bool connect_native(native_socket socket, const sockaddr* address, native
         return false;
     }
     return report_port_unreachable(socket, true, error);
-}
-
-inline bool query_local_name(native_socket socket, sockaddr_storage& address, native_length& length,
-                             std::error_code& error) noexcept {
-    error.clear();
-    std::memset(&address, 0, sizeof address);
-    length = sizeof address;
-    if (::getsockname(socket, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
-        error = last_socket_error();
-        return false;
-    }
-    return true;
 }
 
 // Returns the number of bytes handed to the stack; 0 with error set on
@@ -336,130 +314,7 @@ inline bool wait_until_readable(native_socket socket, std::chrono::milliseconds 
     }
 }
 
-enum class resolve_status { resolved, not_found, failed };
-
-// Looks up one address for host. family narrows the search (AF_UNSPEC for
-// any); numeric_only forbids touching DNS or the hosts file.
-inline resolve_status resolve_host(const std::string& host, int family, bool numeric_only,
-                                   sockaddr_storage& address, native_length& length) noexcept {
-    if (start_winsock()) {
-        return resolve_status::failed;
-    }
-    addrinfo hints{};
-    hints.ai_family = family;
-    hints.ai_socktype = SOCK_DGRAM;
-    hints.ai_flags = numeric_only ? AI_NUMERICHOST : 0;
-    addrinfo* results = nullptr;
-    const int status = ::getaddrinfo(host.c_str(), nullptr, &hints, &results);
-    if (status != 0) {
-        const bool unknown_name = status == EAI_NONAME || status == EAI_FAMILY || status == WSANO_DATA;
-        return unknown_name ? resolve_status::not_found : resolve_status::failed;
-    }
-    resolve_status outcome = resolve_status::not_found;
-    for (const addrinfo* entry = results; entry != nullptr; entry = entry->ai_next) {
-        const bool supported = entry->ai_family == AF_INET || entry->ai_family == AF_INET6;
-        if (supported && entry->ai_addrlen <= sizeof address) {
-            std::memset(&address, 0, sizeof address);
-            std::memcpy(&address, entry->ai_addr, entry->ai_addrlen);
-            length = static_cast<native_length>(entry->ai_addrlen);
-            outcome = resolve_status::resolved;
-            break;
-        }
-    }
-    ::freeaddrinfo(results);
-    return outcome;
-}
-
-inline int family_of(const sockaddr_storage& address) noexcept { return address.ss_family; }
-
-inline native_length native_length_for(int family) noexcept {
-    if (family == AF_INET) {
-        return sizeof(sockaddr_in);
-    }
-    if (family == AF_INET6) {
-        return sizeof(sockaddr_in6);
-    }
-    return 0;
-}
-
-inline std::uint16_t port_of(const sockaddr_storage& address) noexcept {
-    if (address.ss_family == AF_INET) {
-        sockaddr_in v4{};
-        std::memcpy(&v4, &address, sizeof v4);
-        return ntohs(v4.sin_port);
-    }
-    if (address.ss_family == AF_INET6) {
-        sockaddr_in6 v6{};
-        std::memcpy(&v6, &address, sizeof v6);
-        return ntohs(v6.sin6_port);
-    }
-    return 0;
-}
-
-inline void set_port(sockaddr_storage& address, std::uint16_t port) noexcept {
-    if (address.ss_family == AF_INET) {
-        sockaddr_in v4{};
-        std::memcpy(&v4, &address, sizeof v4);
-        v4.sin_port = htons(port);
-        std::memcpy(&address, &v4, sizeof v4);
-    } else if (address.ss_family == AF_INET6) {
-        sockaddr_in6 v6{};
-        std::memcpy(&v6, &address, sizeof v6);
-        v6.sin6_port = htons(port);
-        std::memcpy(&address, &v6, sizeof v6);
-    }
-}
-
-inline std::uint32_t scope_of(const sockaddr_storage& address) noexcept {
-    if (address.ss_family != AF_INET6) {
-        return 0;
-    }
-    sockaddr_in6 v6{};
-    std::memcpy(&v6, &address, sizeof v6);
-    return v6.sin6_scope_id;
-}
-
-inline std::size_t copy_ip_bytes(const sockaddr_storage& address,
-                                 std::span<std::byte, 16> output) noexcept {
-    if (address.ss_family == AF_INET) {
-        sockaddr_in v4{};
-        std::memcpy(&v4, &address, sizeof v4);
-        std::memcpy(output.data(), &v4.sin_addr, 4);
-        return 4;
-    }
-    if (address.ss_family == AF_INET6) {
-        sockaddr_in6 v6{};
-        std::memcpy(&v6, &address, sizeof v6);
-        std::memcpy(output.data(), &v6.sin6_addr, 16);
-        return 16;
-    }
-    return 0;
-}
-
-// The bytes of an IPv4 or IPv6 literal (no brackets, no port): 4, 16, or 0
-// for text that is not one.
-inline std::size_t parse_numeric_ip(const std::string& text, std::span<unsigned char, 16> output) noexcept {
-    if (::inet_pton(AF_INET, text.c_str(), output.data()) == 1) {
-        return 4;
-    }
-    if (::inet_pton(AF_INET6, text.c_str(), output.data()) == 1) {
-        return 16;
-    }
-    return 0;
-}
-
-// Numeric text of the IP address alone (no port, no brackets), with an
-// IPv6 scope as "%interface".
-inline std::string format_numeric_host(const sockaddr_storage& address, native_length length) {
-    if (start_winsock()) {
-        return {};
-    }
-    char text[INET6_ADDRSTRLEN + 64] = {};
-    if (::getnameinfo(reinterpret_cast<const sockaddr*>(&address), length, text, sizeof text, nullptr, 0,
-                      NI_NUMERICHOST) != 0) {
-        return {};
-    }
-    return text;
-}
+// Winsock must be started before getaddrinfo and getnameinfo too.
+inline std::error_code socket_library_error() noexcept { return start_winsock(); }
 
 }  // namespace dtlspp::detail
