@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <span>
 #include <string>
@@ -78,6 +79,24 @@ struct is_error_code_enum<dtlspp::socket_error> : true_type {};
 
 namespace dtlspp {
 
+// How a socket is set up before it binds.
+struct socket_options {
+    // Several sockets, of this process or others of the same user, may bind
+    // the same address and port, and the kernel spreads peers over them by
+    // their address (Linux SO_REUSEPORT). Elsewhere binding with it fails
+    // with std::errc::operation_not_supported.
+    bool share_port = false;
+    // Kernel buffer sizes to ask for (SO_RCVBUF / SO_SNDBUF); 0 keeps the
+    // system default. The kernel may grant less (Linux: net.core.rmem_max and
+    // wmem_max); receive_buffer_size() / send_buffer_size() say what it did.
+    int receive_buffer_bytes = 0;
+    int send_buffer_bytes = 0;
+    // Count the datagrams the kernel dropped because the receive buffer was
+    // full (Linux SO_RXQ_OVFL; kernel_drops()). Nothing is counted where the
+    // system keeps no such count.
+    bool count_kernel_drops = false;
+};
+
 class udp_socket {
 public:
     udp_socket() noexcept = default;
@@ -87,13 +106,17 @@ public:
 
     udp_socket(udp_socket&& other) noexcept
         : handle_(std::exchange(other.handle_, detail::invalid_native_socket)),
-          family_(std::exchange(other.family_, address_family::unspecified)) {}
+          family_(std::exchange(other.family_, address_family::unspecified)),
+          counting_drops_(std::exchange(other.counting_drops_, false)),
+          kernel_drops_(std::exchange(other.kernel_drops_, 0)) {}
 
     udp_socket& operator=(udp_socket&& other) noexcept {
         if (this != &other) {
             close();
             handle_ = std::exchange(other.handle_, detail::invalid_native_socket);
             family_ = std::exchange(other.family_, address_family::unspecified);
+            counting_drops_ = std::exchange(other.counting_drops_, false);
+            kernel_drops_ = std::exchange(other.kernel_drops_, 0);
         }
         return *this;
     }
@@ -105,6 +128,35 @@ public:
         udp_socket socket = open(local.family(), error);
         if (error) {
             return {};
+        }
+        if (!detail::bind_native(socket.handle_, local.native_address(),
+                                 local.native_address_length(), error)) {
+            return {};
+        }
+        return socket;
+    }
+
+    // Binds with the options set first (setsockopt before bind(2)).
+    static udp_socket bind(const peer_address& local, const socket_options& options,
+                           std::error_code& error) {
+        udp_socket socket = open(local.family(), error);
+        if (error) {
+            return {};
+        }
+        if (options.share_port && !detail::share_port(socket.handle_, error)) {
+            return {};
+        }
+        if (options.receive_buffer_bytes > 0) {
+            detail::set_buffer_size(socket.handle_, true, options.receive_buffer_bytes, error);
+            if (error) return {};
+        }
+        if (options.send_buffer_bytes > 0) {
+            detail::set_buffer_size(socket.handle_, false, options.send_buffer_bytes, error);
+            if (error) return {};
+        }
+        if (options.count_kernel_drops) {
+            socket.counting_drops_ = detail::count_kernel_drops(socket.handle_, error);
+            if (error) return {};
         }
         if (!detail::bind_native(socket.handle_, local.native_address(),
                                  local.native_address_length(), error)) {
@@ -176,7 +228,18 @@ public:
     void close() noexcept {
         detail::close_native(std::exchange(handle_, detail::invalid_native_socket));
         family_ = address_family::unspecified;
+        counting_drops_ = false;
     }
+
+    // The kernel buffer sizes granted (0 when they cannot be read).
+    int receive_buffer_size() const noexcept { return buffer_size(true); }
+    int send_buffer_size() const noexcept { return buffer_size(false); }
+
+    // Datagrams the kernel dropped at this socket because its receive
+    // buffer was full, as of the last datagram received; always 0 unless
+    // socket_options::count_kernel_drops was set and the system counts.
+    std::uint64_t kernel_drops() const noexcept { return kernel_drops_; }
+    bool counts_kernel_drops() const noexcept { return counting_drops_; }
 
     peer_address local_address(std::error_code& error) const {
         if (!check_open(error)) {
@@ -232,7 +295,8 @@ public:
         }
         detail::native_storage native{};
         detail::native_length length = 0;
-        const auto received = detail::receive_datagram(handle_, buffer, native, length, error);
+        const auto received = detail::receive_datagram(handle_, buffer, native, length, error,
+                                                       counting_drops_ ? &kernel_drops_ : nullptr);
         if (!received) {
             return std::nullopt;
         }
@@ -263,7 +327,40 @@ public:
         return ready;
     }
 
+    // Readable, or also writable when asked, within timeout.
+    detail::readiness wait(std::chrono::milliseconds timeout, bool want_write, std::error_code& error) {
+        if (!check_open(error)) {
+            return {};
+        }
+        return detail::wait_until_ready(handle_, timeout, want_write, error);
+    }
+
+    // Batches for servers: as many datagrams as the slots hold (recvmmsg /
+    // sendmmsg on Linux, one call each elsewhere). receive_batch returns how
+    // many were stored, 0 with no error when none was queued; send_batch
+    // how many the kernel took, stopping at the first refused (error
+    // std::errc::operation_would_block: the send buffer is full).
+    std::size_t receive_batch(std::span<detail::batch_slot> slots, std::error_code& error) {
+        if (!check_open(error)) {
+            return 0;
+        }
+        return detail::receive_datagrams(handle_, slots, error, counting_drops_ ? &kernel_drops_ : nullptr);
+    }
+
+    std::size_t send_batch(std::span<const detail::batch_slot> slots, std::error_code& error) {
+        if (!check_open(error)) {
+            return 0;
+        }
+        return detail::send_datagrams(handle_, slots, error);
+    }
+
 private:
+    int buffer_size(bool receive) const noexcept {
+        if (!is_open()) return 0;
+        std::error_code ignored;
+        return detail::set_buffer_size(handle_, receive, 0, ignored);
+    }
+
     bool check_open(std::error_code& error) const noexcept {
         error.clear();
         if (!is_open()) {
@@ -275,6 +372,8 @@ private:
 
     detail::native_socket handle_ = detail::invalid_native_socket;
     address_family family_ = address_family::unspecified;
+    bool counting_drops_ = false;
+    std::uint64_t kernel_drops_ = 0;
 };
 
 }  // namespace dtlspp

@@ -13,6 +13,7 @@
 #include <dtlspp/transport/detail/posix_socket.hpp>
 #endif
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -42,6 +43,74 @@ inline bool query_local_name(native_socket socket, sockaddr_storage& address, na
         return false;
     }
     return true;
+}
+
+// True when a datagram (or a pending socket error) is ready to be read.
+inline bool wait_until_readable(native_socket socket, std::chrono::milliseconds timeout,
+                                std::error_code& error) noexcept {
+    return wait_until_ready(socket, timeout, false, error).readable;
+}
+
+// One datagram of a batch: where it is stored or what it carries, and the
+// peer's address.
+struct batch_slot {
+    std::span<std::byte> buffer;        // receive: where the datagram goes
+    std::span<const std::byte> payload; // send: what goes out
+    sockaddr_storage address{};
+    native_length length = 0;
+    std::size_t size = 0;               // receive: bytes stored
+    bool truncated = false;             // receive: cut to the buffer (MSG_TRUNC, WSAEMSGSIZE)
+};
+
+// Whether receive_datagrams and send_datagrams take a batch per system
+// call (recvmmsg / sendmmsg) or one call per datagram.
+inline constexpr bool batched_system_calls =
+#if defined(__linux__)
+    true;
+#else
+    false;
+#endif
+
+// Receives up to slots.size() datagrams (at most 64 per call on Linux).
+// Returns how many were stored; 0 without an error when none was queued. An
+// error met after some datagrams is left for the next call, which meets it
+// first.
+inline std::size_t receive_datagrams(native_socket socket, std::span<batch_slot> slots, std::error_code& error,
+                                     std::uint64_t* kernel_drops) noexcept {
+#if defined(__linux__)
+    return receive_batched(socket, slots, error, kernel_drops);
+#else
+    error.clear();
+    std::size_t stored = 0;
+    for (auto& slot : slots) {
+        auto received = receive_datagram(socket, slot.buffer, slot.address, slot.length, error, kernel_drops);
+        if (!received) break;
+        slot.size = received->size;
+        slot.truncated = received->truncated;
+        ++stored;
+    }
+    if (stored > 0) error.clear();
+    return stored;
+#endif
+}
+
+// Sends slots in order. Returns how many the system took; it stops at the
+// first one refused, with error set (operation_would_block: the send buffer
+// is full).
+inline std::size_t send_datagrams(native_socket socket, std::span<const batch_slot> slots,
+                                  std::error_code& error) noexcept {
+#if defined(__linux__)
+    return send_batched(socket, slots, error);
+#else
+    error.clear();
+    std::size_t sent = 0;
+    for (const auto& slot : slots) {
+        send_datagram(socket, slot.payload, reinterpret_cast<const sockaddr*>(&slot.address), slot.length, error);
+        if (error) break;
+        ++sent;
+    }
+    return sent;
+#endif
 }
 
 enum class resolve_status { resolved, not_found, failed };

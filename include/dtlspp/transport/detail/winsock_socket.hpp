@@ -250,7 +250,9 @@ inline std::optional<received_datagram> receive_datagram(native_socket socket,
                                                          std::span<std::byte> buffer,
                                                          sockaddr_storage& address,
                                                          native_length& length,
-                                                         std::error_code& error) noexcept {
+                                                         std::error_code& error,
+                                                         std::uint64_t* kernel_drops = nullptr) noexcept {
+    (void)kernel_drops; // Winsock keeps no receive-drop count
     error.clear();
     std::memset(&address, 0, sizeof address);
     length = sizeof address;
@@ -284,10 +286,16 @@ inline std::optional<received_datagram> receive_datagram(native_socket socket,
     return std::nullopt;
 }
 
-// True when a datagram (or a pending socket error) is ready to be read.
-// WSAPoll is not interrupted by signals, so one call covers the timeout.
-inline bool wait_until_readable(native_socket socket, std::chrono::milliseconds timeout,
-                                std::error_code& error) noexcept {
+struct readiness {
+    bool readable = false; // a datagram, or a pending socket error, to read
+    bool writable = false; // room in the send buffer (asked for only)
+};
+
+// Waits until the socket is readable, or also writable when asked, or the
+// timeout passes. WSAPoll is not interrupted by signals, so one call covers
+// the timeout.
+inline readiness wait_until_ready(native_socket socket, std::chrono::milliseconds timeout, bool want_write,
+                                  std::error_code& error) noexcept {
     error.clear();
     using clock = std::chrono::steady_clock;
     const auto deadline = clock::now() + std::max(timeout, std::chrono::milliseconds{0});
@@ -296,22 +304,54 @@ inline bool wait_until_readable(native_socket socket, std::chrono::milliseconds 
         const auto clamped = std::clamp<std::chrono::milliseconds::rep>(remaining.count(), 0, INT_MAX);
         WSAPOLLFD entry{};
         entry.fd = socket;
-        entry.events = POLLRDNORM;
+        entry.events = static_cast<SHORT>(POLLRDNORM | (want_write ? POLLWRNORM : 0));
         const int ready = ::WSAPoll(&entry, 1, static_cast<INT>(clamped));
         if (ready > 0) {
-            return (entry.revents & (POLLRDNORM | POLLERR | POLLHUP)) != 0;
+            return {(entry.revents & (POLLRDNORM | POLLERR | POLLHUP)) != 0, (entry.revents & POLLWRNORM) != 0};
         }
         if (ready == 0) {
             // WSAPoll may wake early by a millisecond of rounding; the
             // deadline, not the call, bounds the wait.
             if (clock::now() >= deadline) {
-                return false;
+                return {};
             }
             continue;
         }
         error = last_socket_error();
-        return false;
+        return {};
     }
+}
+
+// Windows has no port sharing that balances datagrams: SO_REUSEADDR lets a
+// second socket bind, but one socket receives everything.
+inline bool share_port(native_socket, std::error_code& error) noexcept {
+    error = std::make_error_code(std::errc::operation_not_supported);
+    return false;
+}
+
+// Asks for kernel buffers of `bytes` (SO_RCVBUF or SO_SNDBUF). Returns what
+// the system granted.
+inline int set_buffer_size(native_socket socket, bool receive, int bytes, std::error_code& error) noexcept {
+    error.clear();
+    const int option = receive ? SO_RCVBUF : SO_SNDBUF;
+    if (bytes > 0 &&
+        ::setsockopt(socket, SOL_SOCKET, option, reinterpret_cast<const char*>(&bytes), sizeof bytes) != 0) {
+        error = last_socket_error();
+        return 0;
+    }
+    int granted = 0;
+    int length = sizeof granted;
+    if (::getsockopt(socket, SOL_SOCKET, option, reinterpret_cast<char*>(&granted), &length) != 0) {
+        error = last_socket_error();
+        return 0;
+    }
+    return granted;
+}
+
+// Winsock keeps no count of datagrams dropped for a full receive buffer.
+inline bool count_kernel_drops(native_socket, std::error_code& error) noexcept {
+    error.clear();
+    return false;
 }
 
 // Winsock must be started before getaddrinfo and getnameinfo too.
