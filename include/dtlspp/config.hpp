@@ -114,6 +114,13 @@ struct config {
     // completes without. Use at least 4 bytes on a server: its Connection IDs
     // are drawn at random and a collision refuses the new association.
     std::optional<std::size_t> connection_id;
+    // The first bytes of every Connection ID this side draws; the rest stays
+    // random. A server index here lets a router (the kernel's reuseport
+    // filter in udp_server_group, a QUIC-LB-style load balancer) send a CID
+    // record to the server that holds its association. Must be shorter than
+    // connection_id. The random part is what keeps CIDs unguessable and
+    // distinct: keep at least 4 random bytes.
+    std::vector<std::byte> connection_id_prefix;
 
     // ALPN protocol names offered (clients) or accepted (servers).
     std::vector<std::string> alpn;
@@ -206,6 +213,10 @@ inline failure validate(const config& c)
         return bad("cookie_secret: shorter than 16 bytes");
     if (c.cookie_lifetime.count() <= 0) return bad("cookie_lifetime: must be positive");
 
+    if (!c.connection_id_prefix.empty() &&
+        (!c.connection_id || c.connection_id_prefix.size() >= *c.connection_id))
+        return bad("connection_id_prefix: " + std::to_string(c.connection_id_prefix.size()) +
+                   " bytes; it must be shorter than connection_id");
     if (c.connection_id && *c.connection_id > max_connection_id_length)
         return bad("connection_id: " + std::to_string(*c.connection_id) + " bytes; at most " +
                    std::to_string(max_connection_id_length));

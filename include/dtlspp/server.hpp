@@ -64,6 +64,22 @@ struct server_settings {
     std::size_t max_fragmented_hello_size = 4096;
 };
 
+namespace detail {
+
+// total.x += one.x for every counter x of a struct that lists its counters
+// with a static fields(self, f), all std::uint64_t.
+template <class Counters>
+void add_counters(Counters& total, const Counters& one)
+{
+    std::array<std::uint64_t, 64> values{};
+    std::size_t n = 0;
+    Counters::fields(one, [&](const char*, std::uint64_t v) { values.at(n++) = v; });
+    n = 0;
+    Counters::fields(total, [&](const char*, std::uint64_t& v) { v += values.at(n++); });
+}
+
+} // namespace detail
+
 struct server_counters {
     std::uint64_t datagrams_in = 0;
     std::uint64_t datagrams_out = 0;
@@ -94,26 +110,40 @@ struct server_counters {
     template <class F>
     void for_each(F&& f) const
     {
-        f("datagrams_in", datagrams_in);
-        f("datagrams_out", datagrams_out);
-        f("hello_verify_requests", hello_verify_requests);
-        f("dropped_without_session", dropped_without_session);
-        f("sessions_created", sessions_created);
-        f("sessions_refused", sessions_refused);
-        f("sessions_expired", sessions_expired);
-        f("sessions_failed", sessions_failed);
-        f("sessions_closed", sessions_closed);
-        f("duplicate_client_hellos", duplicate_client_hellos);
-        f("unreadable_client_hellos", unreadable_client_hellos);
-        f("fragmented_hellos_started", fragmented_hellos_started);
-        f("fragmented_hellos_completed", fragmented_hellos_completed);
-        f("fragmented_hellos_evicted", fragmented_hellos_evicted);
-        f("fragmented_hellos_inconsistent", fragmented_hellos_inconsistent);
-        f("fragmented_hellos_too_large", fragmented_hellos_too_large);
-        f("connection_id_unknown", connection_id_unknown);
-        f("connection_id_moves", connection_id_moves);
-        f("connection_id_not_moved", connection_id_not_moved);
-        f("connection_id_collisions", connection_id_collisions);
+        fields(*this, f);
+    }
+
+    // Adds another server's counters (the workers of a udp_server_group).
+    server_counters& operator+=(const server_counters& other)
+    {
+        detail::add_counters(*this, other);
+        return *this;
+    }
+
+    // Every counter of `self` (const or not), by name.
+    template <class Self, class F>
+    static void fields(Self& self, F&& f)
+    {
+        f("datagrams_in", self.datagrams_in);
+        f("datagrams_out", self.datagrams_out);
+        f("hello_verify_requests", self.hello_verify_requests);
+        f("dropped_without_session", self.dropped_without_session);
+        f("sessions_created", self.sessions_created);
+        f("sessions_refused", self.sessions_refused);
+        f("sessions_expired", self.sessions_expired);
+        f("sessions_failed", self.sessions_failed);
+        f("sessions_closed", self.sessions_closed);
+        f("duplicate_client_hellos", self.duplicate_client_hellos);
+        f("unreadable_client_hellos", self.unreadable_client_hellos);
+        f("fragmented_hellos_started", self.fragmented_hellos_started);
+        f("fragmented_hellos_completed", self.fragmented_hellos_completed);
+        f("fragmented_hellos_evicted", self.fragmented_hellos_evicted);
+        f("fragmented_hellos_inconsistent", self.fragmented_hellos_inconsistent);
+        f("fragmented_hellos_too_large", self.fragmented_hellos_too_large);
+        f("connection_id_unknown", self.connection_id_unknown);
+        f("connection_id_moves", self.connection_id_moves);
+        f("connection_id_not_moved", self.connection_id_not_moved);
+        f("connection_id_collisions", self.connection_id_collisions);
     }
 };
 
@@ -380,6 +410,17 @@ public:
             ++counters_.datagrams_out;
             send_datagram(front_door_peers_[i], front_door_out_[i]);
         }
+        front_door_out_.clear();
+        front_door_peers_.clear();
+    }
+
+    // Hands every queued datagram over at once, without copying:
+    // send_all(peers, datagrams), where peers[i] is where datagrams[i] goes.
+    template <class SendAll>
+    void drain_batch(SendAll&& send_all)
+    {
+        counters_.datagrams_out += front_door_out_.size();
+        send_all(std::span<const peer_address>(front_door_peers_), std::as_const(front_door_out_));
         front_door_out_.clear();
         front_door_peers_.clear();
     }

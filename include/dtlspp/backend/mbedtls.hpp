@@ -398,6 +398,9 @@ private:
                 f = make_failure(errc::internal, "drawing a Connection ID failed");
                 return nullptr;
             }
+            const auto& prefix = settings_.connection_id_prefix;
+            std::copy(prefix.begin(), prefix.end(),
+                      reinterpret_cast<std::byte*>(state->own_connection_id.data()));
             state->connection_id_enabled = true;
             if (const int ret = mbedtls_ssl_set_cid(&state->ssl, MBEDTLS_SSL_CID_ENABLED, state->own_connection_id.data(),
                                                     state->own_connection_id.size());
