@@ -8,7 +8,7 @@
 
 #include <dtlspp/client.hpp>
 #include <dtlspp/trace.hpp>
-#include <dtlspp/udp_server.hpp>
+#include <dtlspp/udp_server_group.hpp>
 #include <dtlspp/transport/address.hpp>
 #include <dtlspp/transport/udp_socket.hpp>
 
@@ -19,6 +19,7 @@
 #include <csignal>
 #include <deque>
 #include <iostream>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -90,26 +91,62 @@ int run_echo_server(const arguments& args, dtlspp::config c, capture& cap)
     settings.max_sessions = static_cast<std::size_t>(args.number("--max-sessions", 10000));
     settings.idle_timeout = milliseconds(args.number("--idle-timeout-ms", 60000));
     const long exit_after = args.number("--exit-after", 0); // sessions; 0 = run until a signal
+    dtlspp::group_settings group;
+    group.workers = static_cast<unsigned>(args.number("--workers", 1)); // 0: one per CPU
+    // Several server processes on one port: the kernel balances them, the
+    // shared secret lets each verify the others' cookies, and the index
+    // routes Connection ID records to the process that issued the CID.
+    group.share_port = args.has("--share-port");
+    group.first_worker_index = static_cast<unsigned>(args.number("--worker-index", 0));
+    if (args.has("--cookie-secret")) {
+        const auto secret = parse_hex("--cookie-secret", args.get("--cookie-secret"), "the secret");
+        c.cookie_secret.assign(secret.begin(), secret.end());
+    }
 
     dtlspp::failure f;
-    auto server = dtlspp::udp_server<Backend>::bind(c, local, settings, f);
+    auto server = dtlspp::udp_server_group<Backend>::bind(c, local, settings, group, f);
     if (!server) {
         std::cerr << "echo_server: " << f.what() << '\n';
         return 1;
     }
-    if (args.has("--verbose")) server->core().set_trace(verbose_trace(true));
-    server->set_socket_hook(capture_hook(cap));
+    // Workers print and capture from their own threads: one line, one
+    // captured datagram at a time.
+    std::mutex output;
+    const auto hook = capture_hook(cap);
+    for (std::size_t i = 0; i < server->size(); ++i) {
+        auto& w = server->worker(i);
+        if (args.has("--verbose")) {
+            w.core().set_trace([&output, t = verbose_trace(true)](dtlspp::direction d, std::span<const std::byte> datagram,
+                                                                 const dtlspp::wire_framing& framing) {
+                const std::lock_guard lock(output);
+                t(d, datagram, framing);
+            });
+        }
+        if (hook) {
+            w.set_socket_hook([&output, hook](dtlspp::direction d, const dtlspp::udp_socket& socket,
+                                              const dtlspp::peer_address& peer, std::span<const std::byte> datagram) {
+                const std::lock_guard lock(output);
+                hook(d, socket, peer, datagram);
+            });
+        }
+    }
     std::cout << "echo_server: " << Backend::name << " (" << Backend::version() << ") listening on "
-              << server->local_address().to_string() << ", max UDP payload " << c.max_udp_payload << std::endl;
+              << server->local_address().to_string() << ", max UDP payload " << c.max_udp_payload << ", "
+              << server->size() << (server->size() == 1 ? " worker" : " workers")
+              << (server->routes_connection_ids() ? " (Connection IDs routed to their worker)" : "") << std::endl;
 
+    std::atomic<long> closed{0};
     struct handler {
         dtlspp::udp_server<Backend>* server;
         const dtlspp::config* config;
+        std::mutex* output;
+        std::atomic<long>* closed;
+        long exit_after;
         bool verbose = false;
-        long closed = 0;
         void on_open(const dtlspp::peer_address& peer)
         {
             const auto* e = server->core().find(peer);
+            const std::lock_guard lock(*output);
             std::cout << "open " << peer.to_string() << " " << (e ? e->cipher_suite() : "");
             if (e && config->connection_id) std::cout << ", " << describe_connection_id<Backend>(*config, e->connection_id());
             std::cout << std::endl;
@@ -118,18 +155,24 @@ int run_echo_server(const arguments& args, dtlspp::config c, capture& cap)
         // server to the association (RFC 9146): it now answers there.
         void on_move(const dtlspp::peer_address& from, const dtlspp::peer_address& to)
         {
+            const std::lock_guard lock(*output);
             std::cout << "echo_server: " << from.to_string() << " moved to " << to.to_string() << " (Connection ID)"
                       << std::endl;
         }
-        void on_data(const dtlspp::peer_address& peer, std::span<const std::byte> data)
+        // The association itself, not only its address: the echo goes out
+        // without a second lookup.
+        void on_data(dtlspp::association_ref<Backend> peer, std::span<const std::byte> data)
         {
             std::error_code send_error;
-            server->send(peer, data, send_error);
-            if (send_error) std::cerr << "echo to " << peer.to_string() << ": " << send_error.message() << '\n';
+            peer.send(data, send_error);
+            if (!send_error) return;
+            const std::lock_guard lock(*output);
+            std::cerr << "echo to " << peer.peer().to_string() << ": " << send_error.message() << '\n';
         }
         void on_close(const dtlspp::peer_address& peer, const dtlspp::failure& why)
         {
-            ++closed;
+            if (exit_after != 0 && ++*closed >= exit_after) stop_requested = true;
+            const std::lock_guard lock(*output);
             std::cout << "closed " << peer.to_string() << ": " << why.what() << std::endl;
             // The association is still there while on_close runs: say what
             // it dropped and why, every reason, zeros included.
@@ -142,18 +185,25 @@ int run_echo_server(const arguments& args, dtlspp::config c, capture& cap)
         }
         void on_refused(const dtlspp::peer_address& peer, const dtlspp::failure& why)
         {
+            const std::lock_guard lock(*output);
             std::cout << "refused " << peer.to_string() << ": " << why.what() << std::endl;
         }
-    } h{&*server, &c, args.has("--verbose")};
+    };
 
     std::signal(SIGINT, [](int) { stop_requested = true; });
     std::signal(SIGTERM, [](int) { stop_requested = true; });
-    while (!stop_requested && (exit_after == 0 || h.closed < exit_after)) server->run_once(milliseconds(200), h);
-    server->shutdown(h);
-    // Every server counter, by name: what was refused, expired and dropped
-    // is as visible as what was served.
+    // run() returns once stop_requested is set, after every worker's
+    // shutdown (close_notify to its peers).
+    server->run(
+        [&](std::size_t, dtlspp::udp_server<Backend>& w) {
+            return handler{&w, &c, &output, &closed, exit_after, args.has("--verbose")};
+        },
+        stop_requested, milliseconds(200));
+    // Every counter, by name: what was refused, expired and dropped is as
+    // visible as what was served, at the socket as above it.
     std::cout << "echo_server: counters";
-    server->core().counters().for_each(
+    server->counters().for_each([](std::string_view name, std::uint64_t n) { std::cout << ' ' << name << '=' << n; });
+    server->socket_counters().for_each(
         [](std::string_view name, std::uint64_t n) { std::cout << ' ' << name << '=' << n; });
     std::cout << std::endl;
     return 0;

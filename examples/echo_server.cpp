@@ -1,4 +1,4 @@
-// echo_server: a DTLS 1.2 echo server on one UDP socket.
+// echo_server: a DTLS 1.2 echo server on one UDP port, with one or more workers.
 //
 //   echo_server --listen 127.0.0.1:4433 --cert server.pem --key server.key
 //   echo_server --listen [::1]:4433 --psk client1:00112233445566778899aabbccddeeff
@@ -20,6 +20,13 @@ static const char* const usage =
     "  --idle-timeout-ms N       close associations idle this long (default 60000)\n"
     "  --handshake-timeout-ms N  fail handshakes not done by then (default 30000)\n"
     "  --exit-after N            stop after N associations have ended (default: run until SIGINT)\n"
+    "  --workers N               N threads, each with its own socket on the same port (SO_REUSEPORT,\n"
+    "                            Linux); 0: one per CPU (default 1)\n"
+    "  --share-port              let other echo_server processes bind the same port (SO_REUSEPORT)\n"
+    "  --worker-index N          this process's first worker's place among the port's sockets, in\n"
+    "                            the order they were bound (with --share-port; Connection ID routing)\n"
+    "  --cookie-secret HEX       the cookie secret (16 bytes or more), the same on every server\n"
+    "                            that shares the port or the load balancer\n"
     "  --connection-id N         ask clients for an N-byte Connection ID (0 to 32, RFC 9146):\n"
     "                            associations then follow a client to a new address\n"
     "  --verbose                 print one line per datagram, and each association's drop\n"
@@ -33,8 +40,8 @@ int main(int argc, char** argv)
     return examples::run_program("echo_server", usage, argc, argv,
                                  {"--listen", "--cert", "--key", "--ca", "--psk", "--mtu", "--backend", "--max-sessions",
                                   "--idle-timeout-ms", "--handshake-timeout-ms", "--exit-after", "--pcap", "--keylog",
-                                  "--connection-id"},
-                                 {"--verbose"}, [&](const examples::arguments& args) {
+                                  "--connection-id", "--workers", "--worker-index", "--cookie-secret"},
+                                 {"--verbose", "--share-port"}, [&](const examples::arguments& args) {
         dtlspp::config c;
         c.role = dtlspp::role::server;
         examples::apply_common(args, c);

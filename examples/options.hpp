@@ -72,6 +72,22 @@ private:
     bool help_ = false;
 };
 
+// Bytes from hex digits; `flag` names the option in errors.
+inline std::vector<std::uint8_t> parse_hex(const std::string& flag, const std::string& hex, const char* what)
+{
+    if (hex.size() % 2 != 0 || hex.empty())
+        throw usage_error(flag + ": " + what + " must be an even number of hex digits");
+    std::vector<std::uint8_t> bytes;
+    for (std::size_t i = 0; i < hex.size(); i += 2) {
+        const auto byte = hex.substr(i, 2);
+        char* end = nullptr;
+        const auto value = std::strtoul(byte.c_str(), &end, 16);
+        if (*end != '\0') throw usage_error(flag + ": not a hex digit in " + byte);
+        bytes.push_back(static_cast<std::uint8_t>(value));
+    }
+    return bytes;
+}
+
 // IDENTITY:HEXKEY, as `openssl s_client -psk_identity ID -psk HEX` takes it.
 inline dtlspp::psk_credentials parse_psk(const std::string& text)
 {
@@ -79,15 +95,7 @@ inline dtlspp::psk_credentials parse_psk(const std::string& text)
     if (colon == std::string::npos || colon == 0) throw usage_error("--psk: expected IDENTITY:HEXKEY");
     dtlspp::psk_credentials psk;
     psk.identity = text.substr(0, colon);
-    const auto hex = text.substr(colon + 1);
-    if (hex.size() % 2 != 0 || hex.empty()) throw usage_error("--psk: the key must be an even number of hex digits");
-    for (std::size_t i = 0; i < hex.size(); i += 2) {
-        const auto byte = hex.substr(i, 2);
-        char* end = nullptr;
-        const auto value = std::strtoul(byte.c_str(), &end, 16);
-        if (*end != '\0') throw usage_error("--psk: not a hex digit in " + byte);
-        psk.key.push_back(static_cast<std::uint8_t>(value));
-    }
+    psk.key = parse_hex("--psk", text.substr(colon + 1), "the key");
     return psk;
 }
 

@@ -185,3 +185,52 @@ BOOST_AUTO_TEST_CASE(a_connection_id_record_at_a_wrong_epoch_is_dropped)
     BOOST_TEST(drop_of(cid_record(0, 0, own_cid, filler(40)), with_cid()) == drop_reason::malformed);
     BOOST_TEST(drop_of(cid_record(2, 0, own_cid, filler(40)), with_cid()) == drop_reason::wrong_epoch);
 }
+
+// The fast path (one application-data record that fills the datagram,
+// judged from its header) and the full parse agree on every datagram near
+// it: each length around both bounds, each version and epoch byte, a
+// length field one off either way, a second record behind it, and the
+// datagrams cut short.
+BOOST_AUTO_TEST_CASE(the_single_record_fast_path_agrees_with_the_full_parse)
+{
+    using dtlspp::detail::judge_datagram_parsed;
+    std::vector<admission_limits> all_limits(3);
+    all_limits[1].known_expansion = 16;
+    all_limits[1].shortest_protected = 16;
+    all_limits[1].open = true;
+    all_limits[2] = with_cid();
+    all_limits[2].max_plaintext = 4096;
+    int compared = 0;
+    for (const auto& limits : all_limits) {
+        for (const std::size_t length : {0u, 1u, 15u, 16u, 23u, 24u, 25u, 100u, 4096u, 4096u + 16u, 4096u + 17u,
+                                         4096u + 2048u, 4096u + 2049u, 16384u + 16u, 16384u + 17u, 16384u + 2048u,
+                                         16384u + 2049u}) {
+            for (const int epoch : {0, 1, 2}) {
+                for (const std::uint8_t minor : {0xfdu, 0xffu, 0xfcu}) {
+                    auto d = record(content_type::application_data, epoch, 7, filler(length));
+                    d[2] = std::byte{minor};
+                    std::vector<bytes> variants = {d, concat({d, d})};
+                    for (const int delta : {-1, 1}) {
+                        auto off = d;
+                        const auto claimed = static_cast<int>(length) + delta;
+                        if (claimed < 0 || claimed > 0xffff) continue;
+                        off[11] = std::byte(static_cast<unsigned>(claimed) >> 8);
+                        off[12] = std::byte(static_cast<unsigned>(claimed) & 0xff);
+                        variants.push_back(off);
+                    }
+                    if (d.size() > 13) variants.emplace_back(d.begin(), d.end() - 1);
+                    variants.emplace_back(d.begin(), d.begin() + 12);
+                    for (const auto& v : variants) {
+                        const auto fast = judge_datagram(v, limits);
+                        const auto parsed = judge_datagram_parsed(v, limits);
+                        BOOST_TEST(fast.drop == parsed.drop, "length " << length << " epoch " << epoch << " size "
+                                                                        << v.size());
+                        BOOST_TEST(fast.change_cipher_spec == parsed.change_cipher_spec);
+                        ++compared;
+                    }
+                }
+            }
+        }
+    }
+    BOOST_TEST(compared > 500);
+}

@@ -67,15 +67,19 @@ struct scripted_handler {
     std::vector<peer_address> refused;
     std::vector<std::pair<peer_address, std::string>> data;
 
-    void on_open(const peer_address& p)
+    // on_open and on_data take the association itself: actions on the peer
+    // they are called for go through it (association_ref), actions on
+    // another peer through the server, so both paths meet every case.
+    void on_open(association_ref<Backend> a)
     {
-        opened.push_back(p);
-        act(callback::on_open, p);
+        opened.push_back(a.peer());
+        BOOST_TEST(a.association().is_open());
+        act(callback::on_open, a.peer(), &a);
     }
-    void on_data(const peer_address& p, std::span<const std::byte> d)
+    void on_data(association_ref<Backend> a, std::span<const std::byte> d)
     {
-        data.emplace_back(p, as_string(d));
-        act(callback::on_data, p);
+        data.emplace_back(a.peer(), as_string(d));
+        act(callback::on_data, a.peer(), &a);
     }
     void on_close(const peer_address& p, const failure& why)
     {
@@ -99,11 +103,19 @@ struct scripted_handler {
     }
 
 private:
-    void act(callback cb, const peer_address& p)
+    void act(callback cb, const peer_address& p, const association_ref<Backend>* self = nullptr)
     {
         if (fired || !trigger || cb != *trigger || !(p == subject)) return;
         fired = true;
-        const auto& target = (what == action::send_to_self || what == action::close_self) ? subject : other;
+        const bool to_self = what == action::send_to_self || what == action::close_self;
+        if (to_self && self) {
+            if (what == action::send_to_self)
+                self->send(as_bytes(from_handler), result);
+            else
+                self->close(result);
+            return;
+        }
+        const auto& target = to_self ? subject : other;
         if (what == action::send_to_self || what == action::send_to_other)
             srv->send(target, as_bytes(from_handler), time->now(), result);
         else

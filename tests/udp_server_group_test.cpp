@@ -47,10 +47,10 @@ injected_send_buffer full_send_buffer;
 template <class Backend>
 struct echo_handler {
     udp_server<Backend>* server = nullptr;
-    void on_data(const peer_address& peer, std::span<const std::byte> data)
+    void on_data(association_ref<Backend> peer, std::span<const std::byte> data)
     {
         std::error_code ignored;
-        server->send(peer, data, ignored);
+        peer.send(data, ignored);
     }
 };
 

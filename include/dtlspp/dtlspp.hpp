@@ -14,3 +14,4 @@
 #include <dtlspp/transport/link.hpp>
 #include <dtlspp/transport/udp_socket.hpp>
 #include <dtlspp/udp_server.hpp>
+#include <dtlspp/udp_server_group.hpp>

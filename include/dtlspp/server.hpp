@@ -179,6 +179,37 @@ struct server_counters {
 struct no_handler {};
 
 template <backend Backend>
+class server;
+
+// The association a callback is about, as on_open and on_data receive it:
+// it converts to the peer's address, so a handler that takes
+// `const peer_address&` is served as well, and a handler that takes an
+// association_ref sends and closes without the server looking the peer up
+// again. Valid only during the callback it was passed to.
+template <backend Backend>
+class association_ref {
+public:
+    operator const peer_address&() const noexcept { return peer(); }
+    const peer_address& peer() const noexcept;
+    // The association itself: its state, counters, cipher suite, CIDs.
+    const endpoint<Backend>& association() const noexcept;
+    // As server::send(peer(), data, now, ec), and server::close.
+    void send(std::span<const std::byte> data, std::error_code& ec) const;
+    void close(std::error_code& ec) const;
+
+private:
+    friend class server<Backend>;
+    using entry = typename server<Backend>::session_entry;
+    association_ref(server<Backend>& owner, entry& session, time_point now) noexcept
+        : owner_(&owner), session_(&session), now_(now)
+    {
+    }
+    server<Backend>* owner_;
+    entry* session_;
+    time_point now_;
+};
+
+template <backend Backend>
 class server {
 public:
     using endpoint_type = endpoint<Backend>;
@@ -285,9 +316,9 @@ public:
                 s.association.receive(datagram, now, [&](std::span<const std::byte> data) {
                     authenticated = true;
                     if (s.close_reason) return; // the handler closed it
-                    if constexpr (requires { handler.on_data(from, data); }) {
+                    if constexpr (requires { handler.on_data(ref_of(s, now), data); }) {
                         const flag_scope in_callback(in_callback_);
-                        handler.on_data(from, data);
+                        handler.on_data(ref_of(s, now), data);
                     }
                 });
                 if (authenticated) note_newest(s, datagram);
@@ -335,11 +366,38 @@ public:
     void send(const peer_address& to, std::span<const std::byte> data, time_point now, std::error_code& ec)
     {
         auto found = sessions_.find(to);
-        if (found == sessions_.end() || found->second->ending()) {
+        if (found == sessions_.end()) {
             ec = make_error_code(errc::not_open);
             return;
         }
-        auto& s = *found->second;
+        send_on(*found->second, data, now, ec);
+    }
+
+    // Closes one association: close_notify now (see the handler notes above
+    // for a close from on_data), on_close from the next on_timeout. Errors:
+    // errc::not_open when `peer` has no association, or it is ending already.
+    void close(const peer_address& peer, time_point now, std::error_code& ec)
+    {
+        auto found = sessions_.find(peer);
+        if (found == sessions_.end()) {
+            ec = make_error_code(errc::not_open);
+            return;
+        }
+        close_on(*found->second, now, ec);
+    }
+
+private:
+    friend class association_ref<Backend>;
+    struct session_entry;
+
+    association_ref<Backend> ref_of(session_entry& s, time_point now) noexcept { return {*this, s, now}; }
+
+    void send_on(session_entry& s, std::span<const std::byte> data, time_point now, std::error_code& ec)
+    {
+        if (s.ending()) {
+            ec = make_error_code(errc::not_open);
+            return;
+        }
         s.association.send(data, now, ec);
         s.last_activity = now;
         collect(s);
@@ -350,24 +408,20 @@ public:
                                               : now);
     }
 
-    // Closes one association: close_notify now (see the handler notes above
-    // for a close from on_data), on_close from the next on_timeout. Errors:
-    // errc::not_open when `peer` has no association, or it is ending already.
-    void close(const peer_address& peer, time_point now, std::error_code& ec)
+    void close_on(session_entry& s, time_point now, std::error_code& ec)
     {
         ec.clear();
-        auto found = sessions_.find(peer);
-        if (found == sessions_.end() || found->second->ending() || !found->second->association_live()) {
+        if (s.ending() || !s.association_live()) {
             ec = make_error_code(errc::not_open);
             return;
         }
-        auto& s = *found->second;
         s.close_reason = make_failure(errc::peer_closed, "closed by the server");
         if (s.receiving) return; // applied when the endpoint returns (receive)
         close_association(s, now);
         reschedule(s, now);
     }
 
+public:
     // Runs every timer that is due: retransmissions, handshake deadlines,
     // idle expiry, and the settling of associations closed by close() or
     // failed by send().
@@ -391,7 +445,10 @@ public:
                        handler);
                 continue;
             }
-            s.association.on_timeout(now);
+            // A timer that fired early (see reschedule) reaches the stack
+            // only when the association's own deadline is due.
+            if (const auto deadline = s.association.next_deadline(); deadline && *deadline <= now)
+                s.association.on_timeout(now);
             settle(s, now, handler);
         }
     }
@@ -489,8 +546,6 @@ private:
         std::size_t operator()(std::string_view key) const noexcept { return std::hash<std::string_view>{}(key); }
     };
 
-    struct session_entry;
-
     session_entry* connection_id_owner(std::span<const std::byte> datagram)
     {
         const auto cid = connection_id_of(datagram);
@@ -539,9 +594,9 @@ private:
                     moved = true;
                 }
                 if (s.close_reason) return;
-                if constexpr (requires { handler.on_data(s.peer, data); }) {
+                if constexpr (requires { handler.on_data(ref_of(s, now), data); }) {
                     const flag_scope in_callback(in_callback_);
-                    handler.on_data(s.peer, data);
+                    handler.on_data(ref_of(s, now), data);
                 }
             });
         }
@@ -777,9 +832,9 @@ private:
         collect(s);
         if (!s.announced && s.association.is_open()) {
             s.announced = true;
-            if constexpr (requires { handler.on_open(s.peer); }) {
+            if constexpr (requires { handler.on_open(ref_of(s, now)); }) {
                 const flag_scope in_callback(in_callback_);
-                handler.on_open(s.peer);
+                handler.on_open(ref_of(s, now));
             }
             // on_open may have closed it (close() queued close_notify).
         }
@@ -799,12 +854,16 @@ private:
         reschedule(s, due);
     }
 
-    // Moves an association's timer. The set node is reused (extract and
-    // insert), so rescheduling on every datagram allocates nothing.
+    // Moves an association's timer, only ever earlier. A later due time
+    // (the idle timeout, pushed on by every datagram) leaves the timer where
+    // it is: it fires early, on_timeout finds nothing due and puts it at
+    // the right time then. So a busy association does not move its timer on
+    // every datagram, and the set is touched about once per idle timeout.
+    // The set node is reused (extract and insert): no allocation.
     void reschedule(session_entry& s, time_point due)
     {
         if (s.retiring) return; // about to be forgotten: no timer may point at it
-        if (s.scheduled && *s.scheduled == due) return;
+        if (s.scheduled && *s.scheduled <= due) return;
         if (s.scheduled) {
             auto node = timers_.extract({*s.scheduled, &s});
             if (!node.empty()) {
@@ -935,5 +994,29 @@ private:
     std::unordered_map<std::string, session_entry*, cid_hash, std::equal_to<>> by_connection_id_;
     detail::hello_reassembly hello_reassembly_; // partial ClientHellos of peers without a session
 };
+
+template <backend Backend>
+const peer_address& association_ref<Backend>::peer() const noexcept
+{
+    return session_->peer;
+}
+
+template <backend Backend>
+const endpoint<Backend>& association_ref<Backend>::association() const noexcept
+{
+    return session_->association;
+}
+
+template <backend Backend>
+void association_ref<Backend>::send(std::span<const std::byte> data, std::error_code& ec) const
+{
+    owner_->send_on(*session_, data, now_, ec);
+}
+
+template <backend Backend>
+void association_ref<Backend>::close(std::error_code& ec) const
+{
+    owner_->close_on(*session_, now_, ec);
+}
 
 } // namespace dtlspp

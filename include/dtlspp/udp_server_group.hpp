@@ -56,6 +56,16 @@ struct group_settings {
     // Route Connection ID records to the worker that issued the CID (Linux;
     // needs config::connection_id of at least 2 bytes and a stack with CIDs).
     bool route_connection_ids = true;
+    // Let other processes bind the same port (SO_REUSEPORT) even with one
+    // worker: several server processes, the kernel as their balancer. Give
+    // them all the same config::cookie_secret, and each its place among the
+    // port's sockets in first_worker_index.
+    bool share_port = false;
+    // The index of this group's first worker among every socket on the port,
+    // in the order they joined it: 0 for the first process started, then
+    // the sum of the workers of the processes started before. Worker i's
+    // Connection IDs start with first_worker_index + i.
+    unsigned first_worker_index = 0;
 };
 
 namespace detail {
@@ -69,15 +79,21 @@ inline bool can_share_ports() noexcept
 #endif
 }
 
-// Steers datagrams among the sockets of one SO_REUSEPORT group: a DTLS 1.2
-// CID record (content type 25) goes to the socket whose index is the first
-// byte of its CID, at offset 11 (type 1, version 2, epoch 2, sequence number
-// 6); anything else, and an index with no socket, falls back to the
-// kernel's hash. Classic BPF on the UDP payload, so it needs no privilege.
-inline bool attach_connection_id_routing(native_socket socket, std::error_code& ec) noexcept
+} // namespace detail
+
+// Steers the datagrams of every socket sharing `member`'s port
+// (SO_REUSEPORT): a DTLS 1.2 CID record (content type 25) goes to the socket
+// whose index, in the order the sockets joined the port, is the first byte
+// of its CID, at offset 11 (type 1, version 2, epoch 2, sequence number 6);
+// anything else, and an index with no socket, keeps the kernel's hash.
+// Classic BPF on the UDP payload (SO_ATTACH_REUSEPORT_CBPF), so it needs no
+// privilege; attaching it again, from any process on the port, replaces it.
+// Linux; elsewhere std::errc::operation_not_supported.
+inline bool route_connection_ids(const udp_socket& member, std::error_code& ec) noexcept
 {
     ec.clear();
 #if defined(__linux__)
+    const auto socket = member.native_handle();
     sock_filter code[] = {
         BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0),                 // A = payload length
         BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 12, 0, 4),         // shorter than 12 bytes: hash
@@ -89,18 +105,16 @@ inline bool attach_connection_id_routing(native_socket socket, std::error_code& 
     };
     sock_fprog program{static_cast<unsigned short>(sizeof code / sizeof code[0]), code};
     if (::setsockopt(socket, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &program, sizeof program) != 0) {
-        ec = last_socket_error();
+        ec = detail::last_socket_error();
         return false;
     }
     return true;
 #else
-    (void)socket;
+    (void)member;
     ec = std::make_error_code(std::errc::operation_not_supported);
     return false;
 #endif
 }
-
-} // namespace detail
 
 template <backend Backend>
 class udp_server_group {
@@ -121,8 +135,14 @@ public:
                                  " workers need SO_REUSEPORT port sharing, which this system lacks; use 1");
             return std::nullopt;
         }
-        if (n > 255) {
-            f = make_failure(errc::config_invalid, "workers: at most 255 (the worker index is one CID byte)");
+        const bool sharing = n > 1 || group.share_port;
+        if (sharing && !detail::can_share_ports()) {
+            f = make_failure(errc::config_invalid, "share_port: needs SO_REUSEPORT port sharing, which this system lacks");
+            return std::nullopt;
+        }
+        if (group.first_worker_index + n > 256) {
+            f = make_failure(errc::config_invalid,
+                             "workers: first_worker_index + workers at most 256 (a worker's index is one CID byte)");
             return std::nullopt;
         }
         config shared = c;
@@ -136,16 +156,16 @@ public:
                 return std::nullopt;
             }
         }
-        const bool route = n > 1 && group.route_connection_ids && Backend::traits.connection_id &&
+        const bool route = sharing && group.route_connection_ids && Backend::traits.connection_id &&
                            shared.connection_id && *shared.connection_id >= 2;
         settings.max_sessions = (settings.max_sessions + n - 1) / n;
-        group.socket.socket.share_port = n > 1;
+        group.socket.socket.share_port = sharing;
 
         udp_server_group result;
         peer_address address = local;
         for (unsigned i = 0; i < n; ++i) {
             config own = shared;
-            if (route) own.connection_id_prefix = {static_cast<std::byte>(i)};
+            if (route) own.connection_id_prefix = {static_cast<std::byte>(group.first_worker_index + i)};
             auto core = server<Backend>::create(own, settings, f);
             detail::wipe(own.cookie_secret);
             if (!core) return std::nullopt;
@@ -157,7 +177,7 @@ public:
         detail::wipe(shared.cookie_secret);
         if (route) {
             std::error_code ec;
-            detail::attach_connection_id_routing(result.workers_.front()->socket().native_handle(), ec);
+            route_connection_ids(result.workers_.front()->socket(), ec);
             if (ec) {
                 f = {ec, "cannot route Connection IDs to their workers (SO_ATTACH_REUSEPORT_CBPF)"};
                 return std::nullopt;

@@ -80,9 +80,32 @@ struct admission_verdict {
     bool change_cipher_spec = false; // the peer's ChangeCipherSpec is in it
 };
 
-// The verdict on one datagram (at most max_datagram_in bytes). Drop
-// reasons are checked in the order of drop_reason.
+// The verdict on one datagram (at most max_datagram_in bytes), from the
+// whole parse. Drop reasons are checked in the order of drop_reason.
+inline admission_verdict judge_datagram_parsed(std::span<const std::byte> datagram, const admission_limits& limits);
+
+// The verdict on one datagram. The steady state's datagram, one protected
+// application-data record (DTLS 1.2, epoch 1) that fills it, is judged
+// from its 13-byte header alone; every other datagram is parsed whole. Both
+// ways give the same verdict (admission_test compares them).
 inline admission_verdict judge_datagram(std::span<const std::byte> datagram, const admission_limits& limits)
+{
+    if (datagram.size() >= record_header_size &&
+        datagram[0] == static_cast<std::byte>(content_type::application_data) && datagram[1] == std::byte{0xfe} &&
+        datagram[2] == std::byte{0xfd} && datagram[3] == std::byte{0} && datagram[4] == std::byte{1}) {
+        const std::size_t length = (std::to_integer<std::size_t>(datagram[11]) << 8) | std::to_integer<std::size_t>(datagram[12]);
+        if (length == datagram.size() - record_header_size) {
+            const std::size_t largest_expansion = limits.known_expansion != 0 ? limits.known_expansion : 2048;
+            admission_verdict verdict;
+            if (length < limits.shortest_protected || length > limits.max_plaintext + largest_expansion)
+                verdict.drop = drop_reason::bad_length;
+            return verdict;
+        }
+    }
+    return judge_datagram_parsed(datagram, limits);
+}
+
+inline admission_verdict judge_datagram_parsed(std::span<const std::byte> datagram, const admission_limits& limits)
 {
     // With an AEAD a protected record is exactly its plaintext plus the
     // expansion; with no suite known yet, RFC 6347 §4.1's 2^14 + 2048
