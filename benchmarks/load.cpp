@@ -428,6 +428,14 @@ std::size_t establish(pool& p, std::size_t first, std::size_t last, std::size_t 
 // ---------------------------------------------------------------------------
 // 1. Handshakes.
 
+// "server % / generator %": CPU time over wall time. Far under 100 % on
+// both sides means something else had the CPUs.
+std::string busy(double server_cpu, double generator_cpu, double elapsed)
+{
+    if (elapsed <= 0) return "";
+    return fmt(server_cpu / elapsed * 100, 0) + " / " + fmt(generator_cpu / elapsed * 100, 0);
+}
+
 struct handshake_figures {
     double per_second = 0, server_cpu = 0, generator_cpu = 0, elapsed = 0, warm_up = 0;
     std::uint64_t done = 0, failed = 0, retransmissions = 0, drops = 0, not_started = 0;
@@ -587,7 +595,7 @@ handshake_figures open_loop(unsigned workers, double rate, double seconds, std::
 // 3. Echo: established clients, one message in flight each.
 
 struct echo_figures {
-    double per_second = 0, server_cpu = 0, generator_cpu = 0, p50 = 0, p99 = 0;
+    double per_second = 0, server_cpu = 0, generator_cpu = 0, elapsed = 0, p50 = 0, p99 = 0;
     std::uint64_t messages = 0, lost = 0, drops = 0;
     double generator_us() const { return messages ? generator_cpu * 1e6 / static_cast<double>(messages) : 0; }
     double per_server_second() const { return server_cpu > 0 ? static_cast<double>(messages) / server_cpu : 0; }
@@ -687,6 +695,7 @@ public:
         r.generator_cpu = thread_cpu() - generator0;
         r.drops = kernel_drops(port) - drops0;
         r.per_second = static_cast<double>(r.messages) / elapsed;
+        r.elapsed = elapsed;
         r.p50 = latency.ms(50);
         r.p99 = latency.ms(99);
         // Let the last answers arrive so they do not count in the next run.
@@ -867,7 +876,8 @@ void run(const std::string& backend)
              fmt(budget(20), 0) + " s). Latency: ClientHello to open, at the client. Retransmissions: flights the clients "
              "re-sent. Drops: the server sockets' kernel receive drops in the window.\n");
         table t({"in flight", "handshakes/s", "per server CPU-s", "% of floor", "p50 ms", "p99 ms", "failed",
-                 "client retransmissions", "server kernel drops", "server / generator CPU ms each", "warm-up s"});
+                 "client retransmissions", "server kernel drops", "server / generator CPU ms each",
+                 "CPU busy % server / generator", "warm-up s"});
         std::vector<double> per_core;
         for (const std::size_t k : {1, 10, 100, 1000}) {
             const auto r = closed_loop<B>(opt.workers, k, budget(opt.seconds));
@@ -885,7 +895,7 @@ void run(const std::string& backend)
             t.row({std::to_string(k), sig(r.per_second), sig(r.per_server_second()), fmt(pct, 0) + " %",
                    fmt(r.p50, 2), fmt(r.p99, 2), std::to_string(r.failed), std::to_string(r.retransmissions),
                    std::to_string(r.drops), fmt(r.server_ms(), 3) + " / " + fmt(r.generator_ms(), 3),
-                   fmt(r.warm_up, 1)});
+                   busy(r.server_cpu, r.generator_cpu, r.elapsed), fmt(r.warm_up, 1)});
             against("handshakes per server CPU-s, " + std::to_string(k) + " in flight, % of floor",
                     fmt(pct, 0) + " %", ">= 70 %", pct >= 70);
         }
@@ -959,7 +969,8 @@ void run(const std::string& backend)
              " s; the median run is shown. A message unanswered after 250 ms counts as lost.\n");
         table t({"clients", "bytes", "DTLS msgs/s", "plain msgs/s", "DTLS / plain", "DTLS per server CPU-s",
                  "plain per server CPU-s", "DTLS / plain per CPU-s", "DTLS p50/p99 ms", "plain p50/p99 ms",
-                 "lost DTLS/plain", "generator CPU us/msg DTLS/plain", "server kernel drops DTLS/plain"});
+                 "lost DTLS/plain", "generator CPU us/msg DTLS/plain", "server kernel drops DTLS/plain",
+                 "DTLS CPU busy % server / generator"});
         auto row = [&](std::size_t n, std::size_t size) {
             const auto [d, u] = echo_pair(bed, n, size, budget(1.0), reps);
             const double wall_ratio = u.per_second > 0 ? d.per_second / u.per_second : 0;
@@ -976,7 +987,8 @@ void run(const std::string& backend)
                    fmt(cpu_ratio, 2) + "x", fmt(d.p50, 3) + " / " + fmt(d.p99, 3),
                    fmt(u.p50, 3) + " / " + fmt(u.p99, 3), std::to_string(d.lost) + " / " + std::to_string(u.lost),
                    fmt(d.generator_us(), 1) + " / " + fmt(u.generator_us(), 1),
-                   std::to_string(d.drops) + " / " + std::to_string(u.drops)});
+                   std::to_string(d.drops) + " / " + std::to_string(u.drops),
+                   busy(d.server_cpu, d.generator_cpu, d.elapsed)});
             if (size == 64) {
                 against("echo " + std::to_string(n) + " clients 64 B, DTLS / plain msgs/s", fmt(wall_ratio, 2) + "x",
                         ">= 1.0x (>= 0.97x for 64 B)", wall_ratio >= 0.97);
@@ -999,7 +1011,7 @@ void run(const std::string& backend)
              "the wall-clock rate here; per server CPU-second shows whether the workers share anything that "
              "costs (it should stay flat as workers are added).\n");
         table t({"workers", "handshakes/s", "handshakes per server CPU-s", "echo msgs/s", "echo per server CPU-s",
-                 "server kernel drops (echo)"});
+                 "server kernel drops (echo)", "CPU busy % server / generator, handshakes / echo"});
         std::vector<double> hs, hs_cpu, echo, echo_cpu;
         for (const unsigned w : ws) {
             const auto h = closed_loop<B>(w, 100, budget(opt.seconds * 2 / 3));
@@ -1013,13 +1025,14 @@ void run(const std::string& backend)
             result(key + ".hs", h.per_second);
             result(key + ".echo", e.per_second);
             t.row({std::to_string(w), sig(h.per_second), sig(h.per_server_second()), sig(e.per_second),
-                   sig(e.per_server_second()), std::to_string(e.drops)});
+                   sig(e.per_server_second()), std::to_string(e.drops),
+                   busy(h.server_cpu, h.generator_cpu, h.elapsed) + " ; " + busy(e.server_cpu, e.generator_cpu, e.elapsed)});
         }
         const double hs_ratio = hs[0] > 0 ? hs[1] / hs[0] : 0, echo_ratio = echo[0] > 0 ? echo[1] / echo[0] : 0;
         result("load." + backend + ".workers_hs_ratio", hs_ratio);
         result("load." + backend + ".workers_echo_ratio", echo_ratio);
         t.row({"1 -> 2", fmt(hs_ratio, 2) + "x", fmt(hs_cpu[0] > 0 ? hs_cpu[1] / hs_cpu[0] : 0, 2) + "x",
-               fmt(echo_ratio, 2) + "x", fmt(echo_cpu[0] > 0 ? echo_cpu[1] / echo_cpu[0] : 0, 2) + "x", ""});
+               fmt(echo_ratio, 2) + "x", fmt(echo_cpu[0] > 0 ? echo_cpu[1] / echo_cpu[0] : 0, 2) + "x", "", ""});
         against("handshakes/s, 1 -> 2 workers (wall; load generator on the same 2 CPUs)", fmt(hs_ratio, 2) + "x",
                 ">= 1.8x", hs_ratio >= 1.8);
         against("echo msgs/s, 1 -> 2 workers (wall; load generator on the same 2 CPUs)", fmt(echo_ratio, 2) + "x",
