@@ -31,11 +31,14 @@
 #include <dtlspp/endpoint.hpp>
 #include <dtlspp/udp_server_group.hpp>
 
+#include <mbedtls/version.h>
+
 #include <arpa/inet.h>
 #include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <fcntl.h>
 #include <map>
 #include <netinet/in.h>
 #include <optional>
@@ -190,8 +193,12 @@ public:
             sockets_.push_back(dtlspp::udp_socket::bind(address, socket_options, ec));
             if (ec) throw std::runtime_error("plain server: " + ec.message());
             if (i == 0) address = sockets_[0].local_address();
+            // dtlspp's sockets are non-blocking; this server blocks in
+            // recvfrom (waking every 20 ms to see whether to stop).
+            const int fd = sockets_.back().native_handle();
+            ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
             timeval tv{0, 20000};
-            setsockopt(sockets_.back().native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
         }
         port_ = address.port();
         clocks_.resize(workers);
@@ -950,7 +957,7 @@ void run(const std::string& backend)
                     std::is_same_v<B, dtlspp::openssl_backend> ? "<= 16 KB" : "<= 8 KB (mbedTLS 3.6 wrap build)",
                     per / 1000 <= limit);
         }
-        if (std::is_same_v<B, dtlspp::mbedtls_backend> && std::string(B::version()).find("2.") == 0)
+        if (std::is_same_v<B, dtlspp::mbedtls_backend> && MBEDTLS_VERSION_NUMBER < 0x03000000)
             note("\nThis build uses mbedTLS " + std::string(B::version()) +
                  ", whose 16 KiB input and output buffers per session are fixed; the 8 KB target is for the "
                  "mbedTLS 3.6 wrap build.");
