@@ -938,7 +938,7 @@ void run(const std::string& backend)
 
     if (opt.wants("sessions")) {
         heading(backend + ": memory per established session");
-        std::vector<std::size_t> marks{1000};
+        std::vector<std::size_t> marks{std::min<std::size_t>(1000, static_cast<std::size_t>(opt.sessions))};
         if (opt.sessions > 1000) marks.push_back(static_cast<std::size_t>(opt.sessions));
         const auto r = rss_growth<B>(backend, marks);
         note("A server process of its own (one worker) holding the sessions open; RSS from /proc/PID/status "
