@@ -958,7 +958,7 @@ void run(const std::string& backend)
                     per / 1000 <= limit);
         }
         if (std::is_same_v<B, dtlspp::mbedtls_backend> && MBEDTLS_VERSION_NUMBER < 0x03000000)
-            note("\nThis build uses mbedTLS " + std::string(B::version()) +
+            note("\nThis build uses " + std::string(B::version()) +
                  ", whose 16 KiB input and output buffers per session are fixed; the 8 KB target is for the "
                  "mbedTLS 3.6 wrap build.");
     }
