@@ -112,6 +112,14 @@ std::string echo(client<Backend>& c, const std::string& text, std::chrono::milli
     return as_string(std::span<const std::byte>(reply.data(), *n));
 }
 
+// Several workers need SO_REUSEPORT (Linux); elsewhere a group has one.
+bool several_workers_possible()
+{
+    if (detail::can_share_ports()) return true;
+    BOOST_TEST_MESSAGE("no SO_REUSEPORT port sharing here: a group has one worker");
+    return false;
+}
+
 } // namespace
 
 #if defined(__linux__)
@@ -133,6 +141,7 @@ extern "C" int sendmmsg(int fd, struct mmsghdr* messages, unsigned int count, in
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(every_worker_serves_clients_on_one_shared_port, Backend, all_backends)
 {
+    if (!several_workers_possible()) return;
     group_thread<Backend> srv(server_config(), 2);
     BOOST_REQUIRE_MESSAGE(srv.started(), srv.bind_failure().what());
     BOOST_TEST(srv.address().port() != 0u);
@@ -168,6 +177,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(every_worker_serves_clients_on_one_shared_port, Ba
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(a_cookie_from_one_worker_verifies_at_another, Backend, all_backends)
 {
+    if (!several_workers_possible()) return;
     // The workers are driven by hand here (no run()): the ClientHello goes
     // to worker 0, the ClientHello with its cookie to worker 1, as when the
     // kernel rehashes after a socket joins or leaves the group.
@@ -238,6 +248,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_cookie_from_one_worker_verifies_at_another, Back
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(a_client_that_rebinds_reaches_the_worker_with_its_connection_id, Backend, all_backends)
 {
+    if (!several_workers_possible()) return;
     if constexpr (!Backend::traits.connection_id) {
         BOOST_TEST_MESSAGE(Backend::name << " " << Backend::version() << " has no Connection ID: nothing to route");
         return;
@@ -415,6 +426,26 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_send_backlog_past_its_bound_drops_and_counts, Ba
     BOOST_TEST(received == 10);
     BOOST_TEST(s->send_backlog() == 0u);
 #endif
+}
+
+// Elsewhere than Linux, more than one worker is refused with a clear error.
+BOOST_AUTO_TEST_CASE_TEMPLATE(several_workers_without_port_sharing_are_refused, Backend, all_backends)
+{
+    group_settings g;
+    g.workers = 2;
+    failure f;
+    auto group = udp_server_group<Backend>::bind(server_config(), peer_address::parse("127.0.0.1:0"), {}, g, f);
+    if (detail::can_share_ports()) {
+        BOOST_TEST(group.has_value(), f.what());
+        return;
+    }
+    BOOST_TEST(!group.has_value());
+    BOOST_TEST((f.code == errc::config_invalid));
+    BOOST_TEST(f.what().find("SO_REUSEPORT") != std::string::npos, f.what());
+    g.workers = 0; // one per CPU means one here
+    auto one = udp_server_group<Backend>::bind(server_config(), peer_address::parse("127.0.0.1:0"), {}, g, f);
+    BOOST_REQUIRE(one.has_value());
+    BOOST_TEST(one->size() == 1u);
 }
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(datagrams_the_kernel_dropped_are_counted, Backend, all_backends)
