@@ -50,8 +50,9 @@ struct counters {
 };
 counters live;
 
-// Live blocks of 2 KiB and more, by usable size and side: which buffers a
-// session holds. A fixed table, so the hooks never allocate.
+// Live blocks of at least `smallest_block` bytes (2 KiB unless the second
+// argument says otherwise), by usable size and side: which buffers a session
+// holds. A fixed table, so the hooks never allocate.
 struct large_blocks {
     static constexpr int slots = 1024;
     std::size_t size[slots] = {};
@@ -59,10 +60,11 @@ struct large_blocks {
     long long uncounted = 0; // blocks of sizes that found no free slot
 };
 large_blocks large;
+std::size_t smallest_block = 2048;
 
 inline void count_large(std::size_t size, int sign)
 {
-    if (size < 2048) return;
+    if (size < smallest_block) return;
     for (int i = 0; i < large_blocks::slots; ++i) {
         if (large.size[i] == 0) large.size[i] = size;
         if (large.size[i] == size) {
@@ -164,7 +166,7 @@ struct per_session {
     double total[2];   // client, server: every libc heap byte
     double library[2]; // OpenSSL (hook) or mbedTLS (libc minus C++)
     double cxx[2];
-    // (usable size, client blocks, server blocks) per session, 2 KiB and up.
+    // (usable size, client blocks, server blocks) per session, smallest_block and up.
     std::vector<std::array<double, 3>> large;
 };
 
@@ -220,6 +222,7 @@ int main(int argc, char** argv)
         return 1;
     }
     const int n = argc > 1 ? std::max(1, std::atoi(argv[1])) : 200;
+    if (argc > 2) smallest_block = static_cast<std::size_t>(std::max(1, std::atoi(argv[2])));
     const int reps = repeats(3);
     heading("Heap bytes per established session, raw C API vs dtlspp");
     // One mbedTLS per program: 2.28 and 3.6 export the same symbols, so the
@@ -290,7 +293,8 @@ int main(int argc, char** argv)
             return measure<with_dtlspp::client<dtlspp::mbedtls_backend>, with_dtlspp::server<dtlspp::mbedtls_backend>>(
                 s, s, n, false);
         });
-    note("\nLive blocks of 2 KiB or more held per session (first run), by usable size:");
+    note("\nLive blocks of " + std::to_string(smallest_block) +
+         " bytes or more held per session (first run), by usable size:");
     if (large.uncounted != 0)
         note("(" + std::to_string(large.uncounted) + " blocks of sizes beyond the table were not counted)");
     table b({"run", "block bytes", "client blocks", "server blocks"});
