@@ -50,8 +50,9 @@ struct counters {
 };
 counters live;
 
-// Live blocks of 2 KiB and more, by usable size and side: which buffers a
-// session holds. A fixed table, so the hooks never allocate.
+// Live blocks of at least `smallest_block` bytes (2 KiB unless the second
+// argument says otherwise), by usable size and side: which buffers a session
+// holds. A fixed table, so the hooks never allocate.
 struct large_blocks {
     static constexpr int slots = 1024;
     std::size_t size[slots] = {};
@@ -59,10 +60,11 @@ struct large_blocks {
     long long uncounted = 0; // blocks of sizes that found no free slot
 };
 large_blocks large;
+std::size_t smallest_block = 2048;
 
 inline void count_large(std::size_t size, int sign)
 {
-    if (size < 2048) return;
+    if (size < smallest_block) return;
     for (int i = 0; i < large_blocks::slots; ++i) {
         if (large.size[i] == 0) large.size[i] = size;
         if (large.size[i] == size) {
@@ -162,9 +164,10 @@ namespace {
 struct per_session {
     bool measured = true; // false: this variant was not run
     double total[2];   // client, server: every libc heap byte
+    double echoed[2];  // the same after one echo on every session
     double library[2]; // OpenSSL (hook) or mbedTLS (libc minus C++)
     double cxx[2];
-    // (usable size, client blocks, server blocks) per session, 2 KiB and up.
+    // (usable size, client blocks, server blocks) per session, smallest_block and up.
     std::vector<std::array<double, 3>> large;
 };
 
@@ -193,6 +196,12 @@ per_session measure(const ClientSettings& cs, const ServerSettings& ss, int n, b
     }
     if (server.sessions() != static_cast<std::size_t>(n)) throw std::runtime_error("server lost sessions");
     const counters after = live;
+    // One 32-byte echo per session: the first application data a DTLS
+    // server receives tells it that the client has its last flight, so
+    // mbedTLS frees the handshake state it kept to resend that flight.
+    const std::array<std::byte, 32> message{};
+    for (int i = 0; i < n; ++i) d.send(static_cast<std::uint32_t>(i), message);
+    const counters echoed = live;
     const large_blocks large_after = large;
     per_session r{};
     for (int i = 0; i < large_blocks::slots && large_after.size[i] != 0; ++i) {
@@ -203,6 +212,7 @@ per_session measure(const ClientSettings& cs, const ServerSettings& ss, int n, b
     std::sort(r.large.begin(), r.large.end(), [](const auto& a, const auto& b) { return a[0] > b[0]; });
     for (int side = 0; side < 2; ++side) {
         r.total[side] = static_cast<double>(after.libc[side] - before.libc[side]) / n;
+        r.echoed[side] = static_cast<double>(echoed.libc[side] - before.libc[side]) / n;
         r.cxx[side] = static_cast<double>(after.cxx[side] - before.cxx[side]) / n;
         r.library[side] = openssl ? static_cast<double>(after.openssl[side] - before.openssl[side]) / n
                                   : r.total[side] - r.cxx[side];
@@ -220,6 +230,7 @@ int main(int argc, char** argv)
         return 1;
     }
     const int n = argc > 1 ? std::max(1, std::atoi(argv[1])) : 200;
+    if (argc > 2) smallest_block = static_cast<std::size_t>(std::max(1, std::atoi(argv[2])));
     const int reps = repeats(3);
     heading("Heap bytes per established session, raw C API vs dtlspp");
     // One mbedTLS per program: 2.28 and 3.6 export the same symbols, so the
@@ -230,12 +241,14 @@ int main(int argc, char** argv)
     note("Machine: " + machine() + ". " + std::to_string(n) +
          " sessions held open at once over the in-memory pipe, ECDSA P-256 certificate, max UDP payload 1472; "
          "bytes are live heap bytes (malloc_usable_size) after the handshakes minus before, divided by the "
-         "sessions. 'library' is OpenSSL's share through CRYPTO_set_mem_functions, or mbedTLS's share "
+         "sessions; 'after 1 echo' counts the same after each session has echoed one 32-byte message "
+         "(a server keeps its last flight until the client's first data shows it arrived). "
+         "'library' is OpenSSL's share through CRYPTO_set_mem_functions, or mbedTLS's share "
          "(libc minus C++: MBEDTLS_PLATFORM_MEMORY is off, so "
          "mbedtls_platform_set_calloc_free is not available). Medians of " +
          std::to_string(reps) + " runs.\n");
     table t({"backend", "side", "raw total", "dtlspp total", "dtlspp/raw", "raw library", "dtlspp library",
-             "raw C++", "dtlspp C++"});
+             "raw C++", "dtlspp C++", "raw after 1 echo", "dtlspp after 1 echo"});
     std::vector<std::pair<std::string, per_session>> blocks;
     auto run = [&](const std::string& backend, auto raw_once, auto dt_once) {
         std::vector<per_session> raw, dt;
@@ -256,10 +269,14 @@ int main(int argc, char** argv)
             const std::string name = side == 0 ? "client" : "server";
             if (has_raw) result("memory." + backend + "." + name + ".raw", rt);
             result("memory." + backend + "." + name + ".dtlspp", dtt);
+            const double re = pick(raw, &per_session::echoed), dte = pick(dt, &per_session::echoed);
+            if (has_raw) result("memory." + backend + "." + name + ".raw_echoed", re);
+            result("memory." + backend + "." + name + ".dtlspp_echoed", dte);
             auto raw_cell = [&](double v) { return has_raw ? fmt(v) : std::string("n/a"); };
             t.row({backend, name, raw_cell(rt), fmt(dtt), has_raw ? ratio(dtt, rt) : "n/a",
                    raw_cell(pick(raw, &per_session::library)), fmt(pick(dt, &per_session::library)),
-                   raw_cell(pick(raw, &per_session::cxx)), fmt(pick(dt, &per_session::cxx))});
+                   raw_cell(pick(raw, &per_session::cxx)), fmt(pick(dt, &per_session::cxx)), raw_cell(re),
+                   fmt(dte)});
         }
     };
     run(
@@ -290,7 +307,8 @@ int main(int argc, char** argv)
             return measure<with_dtlspp::client<dtlspp::mbedtls_backend>, with_dtlspp::server<dtlspp::mbedtls_backend>>(
                 s, s, n, false);
         });
-    note("\nLive blocks of 2 KiB or more held per session (first run), by usable size:");
+    note("\nLive blocks of " + std::to_string(smallest_block) +
+         " bytes or more held per session after its echo (first run), by usable size:");
     if (large.uncounted != 0)
         note("(" + std::to_string(large.uncounted) + " blocks of sizes beyond the table were not counted)");
     table b({"run", "block bytes", "client blocks", "server blocks"});

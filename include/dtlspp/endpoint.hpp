@@ -305,6 +305,13 @@ public:
         for (std::size_t i = 0; i < out_.size(); ++i) send_datagram(out_[i]);
         out_.clear();
         counted_ = 0;
+        // The queue grew to hold whole handshake flights; once the
+        // handshake is over it holds the datagrams of one call, so its
+        // memory is given back once and regrows only to what that needs.
+        if (!queue_released_ && state_ != endpoint_state::handshaking) {
+            out_.release();
+            queue_released_ = true;
+        }
     }
 
     const datagram_queue& pending() const noexcept { return out_; }
@@ -681,6 +688,7 @@ private:
     std::shared_ptr<context_type> context_;
     session_type session_;
     datagram_queue out_;
+    bool queue_released_ = false; // out_ given back after the handshake (drain)
     datagram_io io_;
     trace_hook trace_;
     connection_ids connection_ids_;

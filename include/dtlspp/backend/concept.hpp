@@ -82,6 +82,14 @@ public:
         bytes_.clear();
         entries_.clear();
     }
+    // Empties the queue and gives its memory back. For a queue that held a
+    // handshake flight (several kilobytes) and from now on holds one
+    // datagram at a time, or none.
+    void release() noexcept
+    {
+        std::vector<std::byte>().swap(bytes_);
+        std::vector<entry>().swap(entries_);
+    }
     // Keeps the first `count` datagrams.
     void truncate(std::size_t count) noexcept
     {

@@ -690,6 +690,18 @@ private:
             f = make_failure(errc::mtu_too_small, "OpenSSL refused MTU " + std::to_string(s.bio_->mtu));
             return std::nullopt;
         }
+        // The write buffer holds one record, and OpenSSL sizes it for
+        // max_send_fragment (2^14 unless told) when the handshake starts.
+        // No record dtlspp sends is longer than the datagram it goes in:
+        // handshake fragments are cut to the MTU and max_record_payload()
+        // is DTLS_get_data_mtu, less than max_udp_payload. So the datagram
+        // limit is the fragment limit, and a session's write buffer shrinks
+        // from 16 KiB to about max_udp_payload. OpenSSL takes 512 to 16384.
+        const auto fragment = std::clamp<long>(s.bio_->mtu, 512, SSL3_RT_MAX_PLAIN_LENGTH);
+        if (SSL_set_max_send_fragment(ssl, fragment) != 1) {
+            f = make_failure(errc::internal, "SSL_set_max_send_fragment: " + drain_errors());
+            return std::nullopt;
+        }
         DTLS_set_timer_cb(ssl, timer_callback);
         if (ctx->settings().role == role::server) SSL_set_accept_state(ssl);
         return s;

@@ -57,14 +57,51 @@
  * applications can use the use_srtp extension. */
 #define MBEDTLS_SSL_DTLS_SRTP
 
+/* No CBC mode. Every suite dtlspp offers is an AEAD (AES-GCM or
+ * ChaCha20-Poly1305, detail/policy.hpp), so no DTLS record is ever CBC;
+ * with CBC compiled in, mbedTLS reserves room for CBC padding and an HMAC
+ * (288 bytes) in both record buffers of every connection. It also drops
+ * the CBC suites (Lucky Thirteen and its kin) from the library outright.
+ * The one other user is PEM decryption of password-protected keys, which
+ * dtlspp does not take (it has no key password). */
+#undef MBEDTLS_CIPHER_MODE_CBC
+
 /* Record buffers sized for datagrams rather than TLS's 16 KiB. Each
- * connection holds one input and one output buffer of about this much
- * plaintext plus record overhead, so this cuts a connection's memory by
- * roughly 24 KiB. The cost: a peer's record or handshake message (after
- * reassembly) with more than 4096 bytes of plaintext is not accepted, and
- * our own handshake messages, the certificate chain above all, must fit
- * 4096 bytes. A datagram on a typical 1500-byte path is far smaller. */
-#define MBEDTLS_SSL_IN_CONTENT_LEN 4096
-#define MBEDTLS_SSL_OUT_CONTENT_LEN 4096
+ * connection holds one input and one output buffer of this much plaintext
+ * plus 93 bytes (counter and header, explicit IV, tag, Connection ID) for
+ * its whole life, so this is most of what a connection costs: 1536 instead
+ * of 16384 saves about 29 KiB a connection.
+ *
+ * What a connection can then carry:
+ * - a received record of up to 1536 bytes of plaintext. dtlspp reads this
+ *   limit (backend_traits::max_record_in) and drops a longer record before
+ *   mbedTLS sees it, counted as dropped_bad_length. A datagram longer than
+ *   the input buffer (about 1600 bytes) cannot be read either and is lost
+ *   like any datagram. Everything a peer sends over a 1500-byte path (at
+ *   most 1472 bytes of UDP payload) fits;
+ * - a sent record of up to 1536 bytes of plaintext: max_message_size() is
+ *   the smaller of this and what max_udp_payload leaves;
+ * - handshake messages of up to 1536 bytes each, ours and the peer's (a
+ *   fragmented message is reassembled into the input buffer). The
+ *   Certificate message is the largest: it carries a chain of up to about
+ *   1510 bytes of DER. An RSA-4096 certificate with its intermediate, as in
+ *   tests/certs, is 1484 bytes; ECDSA chains are far smaller. A longer
+ *   chain needs larger values here (up to 16384). */
+#define MBEDTLS_SSL_IN_CONTENT_LEN 1536
+#define MBEDTLS_SSL_OUT_CONTENT_LEN 1536
+
+/* Out-of-order handshake messages and records of the next epoch that a
+ * connection may buffer during a handshake: 32 KiB by default. With no
+ * message above 1536 bytes, a flight's worth fits in 8 KiB; the bound is
+ * what a handshake in progress can cost at most. */
+#define MBEDTLS_SSL_DTLS_MAX_BUFFERING 8192
+
+/* Keep only a digest of the peer's certificate after the handshake, not
+ * the parsed chain (about 1.5 KiB a connection on the side that verified a
+ * certificate). dtlspp verifies during the handshake and never reads the
+ * peer's chain afterwards; the digest is what mbedTLS needs to check that
+ * a peer does not change certificates on renegotiation, which dtlspp does
+ * not do anyway. mbedtls_ssl_get_peer_cert() returns NULL as a result. */
+#undef MBEDTLS_SSL_KEEP_PEER_CERTIFICATE
 
 #endif /* DTLSPP_MBEDTLS_CONFIG_H */

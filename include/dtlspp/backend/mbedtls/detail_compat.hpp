@@ -85,7 +85,14 @@ inline std::uint16_t chosen_suite(const mbedtls_ssl_context& ssl) noexcept
 inline bool peer_sent_certificate(const mbedtls_ssl_context& ssl) noexcept
 {
     const auto* negotiating = ssl.DTLSPP_MBEDTLS_FIELD(session_negotiate);
+#if defined(MBEDTLS_SSL_KEEP_PEER_CERTIFICATE)
     return negotiating && negotiating->DTLSPP_MBEDTLS_FIELD(peer_cert) != nullptr;
+#else
+    // Without the chain kept, a session remembers a digest of the peer's
+    // certificate once it has been parsed and verified (ssl_tls.c,
+    // mbedtls_ssl_parse_certificate), and only then.
+    return negotiating && negotiating->DTLSPP_MBEDTLS_FIELD(peer_cert_digest) != nullptr;
+#endif
 }
 
 // Neither version has a getter for the alert received: on

@@ -20,7 +20,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <deque>
 #include <memory>
 #include <new>
 #include <optional>
@@ -62,8 +61,10 @@ struct ssl_state {
     // Datagrams a call was given but mbedTLS did not read during it (it was
     // still returning records from an earlier datagram, or it took the
     // expired-timer branch first). The concept hands each datagram over
-    // once, so they wait here for the next receive callback.
-    std::deque<std::vector<std::byte>> stash;
+    // once, so they wait here for the next receive callback. A vector, not
+    // a deque: it is empty nearly always, and an empty std::deque already
+    // holds a 576-byte block (libstdc++) in every session.
+    std::vector<std::vector<std::byte>> stash;
     static constexpr std::size_t stash_limit = 16;
 
     // max_udp_payload, enforced here because the 2.28 client ignores its
@@ -120,7 +121,7 @@ struct ssl_state {
             std::span<const std::byte> datagram;
             if (!state.stash.empty()) {
                 stashed = std::move(state.stash.front());
-                state.stash.pop_front();
+                state.stash.erase(state.stash.begin()); // at most stash_limit moves, no allocation
                 datagram = stashed;
             } else if (!state.io || !state.io->take_input(datagram)) {
                 return MBEDTLS_ERR_SSL_WANT_READ;
