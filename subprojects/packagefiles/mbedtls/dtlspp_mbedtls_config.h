@@ -86,9 +86,22 @@
  *   Certificate message is the largest: it carries a chain of up to about
  *   1510 bytes of DER. An RSA-4096 certificate with its intermediate, as in
  *   tests/certs, is 1484 bytes; ECDSA chains are far smaller. A longer
- *   chain needs larger values here (up to 16384). */
-#define MBEDTLS_SSL_IN_CONTENT_LEN 1536
-#define MBEDTLS_SSL_OUT_CONTENT_LEN 1536
+ *   chain needs a larger buffer: -Dmbedtls:record_buffer=N (up to 16384)
+ *   sets both, at about 2 KiB a connection for each KiB more. */
+#ifndef DTLSPP_MBEDTLS_RECORD_BUFFER
+#define DTLSPP_MBEDTLS_RECORD_BUFFER 1536 /* -Dmbedtls:record_buffer=N */
+#endif
+#define MBEDTLS_SSL_IN_CONTENT_LEN DTLSPP_MBEDTLS_RECORD_BUFFER
+#define MBEDTLS_SSL_OUT_CONTENT_LEN DTLSPP_MBEDTLS_RECORD_BUFFER
+
+/* Locks for what is shared between connections: udp_server_group runs one
+ * context per worker thread, and mbedTLS 3.6's PSA key store and its RNG
+ * state are process-wide. Windows has one worker per group, and keeps
+ * mbedTLS without threads. */
+#if !defined(_WIN32)
+#define MBEDTLS_THREADING_C
+#define MBEDTLS_THREADING_PTHREAD
+#endif
 
 /* Out-of-order handshake messages and records of the next epoch that a
  * connection may buffer during a handshake: 32 KiB by default. With no
