@@ -48,8 +48,10 @@ namespace dtlspp {
 
 struct group_settings {
     // Worker threads; 0: one per CPU (std::thread::hardware_concurrency).
-    // More than one needs SO_REUSEPORT, which Linux has; elsewhere 0 means 1
-    // and more is refused with errc::config_invalid.
+    // More than one needs SO_REUSEPORT, which Linux has, and a stack whose
+    // contexts may run on several threads (backend_traits::
+    // contexts_on_threads); without either, 0 means 1 and more is refused
+    // with errc::config_invalid.
     unsigned workers = 0;
     // Each worker's socket (share_port is set by the group).
     udp_settings socket{};
@@ -128,11 +130,20 @@ public:
                                                 group_settings group, failure& f)
     {
         unsigned n = group.workers;
-        if (n == 0) n = detail::can_share_ports() ? std::max(1u, std::thread::hardware_concurrency()) : 1u;
+        if (n == 0)
+            n = detail::can_share_ports() && Backend::traits.contexts_on_threads
+                    ? std::max(1u, std::thread::hardware_concurrency())
+                    : 1u;
         if (n > 1 && !detail::can_share_ports()) {
             f = make_failure(errc::config_invalid,
                              "workers: " + std::to_string(n) +
                                  " workers need SO_REUSEPORT port sharing, which this system lacks; use 1");
+            return std::nullopt;
+        }
+        if (n > 1 && !Backend::traits.contexts_on_threads) {
+            f = make_failure(errc::config_invalid,
+                             "workers: " + std::string(Backend::name) + " " + Backend::version() +
+                                 " shares state between contexts without locks (built without threading): use 1");
             return std::nullopt;
         }
         const bool sharing = n > 1 || group.share_port;

@@ -157,6 +157,10 @@ struct backend_traits {
     // MBEDTLS_SSL_IN_CONTENT_LEN). The endpoint drops and counts a longer
     // record (dropped_bad_length) rather than let the stack lose it unseen.
     std::size_t max_record_in = 16384;
+    // Contexts of this stack may be used on several threads at once, one
+    // context per thread (udp_server_group's workers): whatever the stack
+    // shares between contexts is locked.
+    bool contexts_on_threads = true;
 };
 
 // The Connection IDs of an association (RFC 9146 §3): `own` is the one the

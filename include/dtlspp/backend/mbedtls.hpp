@@ -55,7 +55,7 @@ struct mbedtls_backend {
     // Timers run on datagram_io::now (mbedtls_ssl_set_timer_cb). Connection
     // ID only on 3.x (detail_compat.hpp).
     static constexpr backend_traits traits{timer_clock::caller, detail::mbedtls::has_connection_id, {true, false},
-                                           MBEDTLS_SSL_IN_CONTENT_LEN};
+                                           MBEDTLS_SSL_IN_CONTENT_LEN, detail::mbedtls::contexts_on_threads};
 
     static std::string version();
     static std::shared_ptr<context> make_context(const config& cfg, failure& f);

@@ -59,6 +59,15 @@ inline constexpr bool has_connection_id = true;
 inline constexpr bool has_connection_id = false;
 #endif
 
+// 3.x shares the PSA key store and its RNG between every context of the
+// process: without MBEDTLS_THREADING_C two threads race on them. 2.28's TLS
+// code shares nothing between contexts.
+#if MBEDTLS_VERSION_NUMBER >= 0x03000000 && defined(MBEDTLS_PSA_CRYPTO_C) && !defined(MBEDTLS_THREADING_C)
+inline constexpr bool contexts_on_threads = false;
+#else
+inline constexpr bool contexts_on_threads = true;
+#endif
+
 inline int handshake_state(const mbedtls_ssl_context& ssl) noexcept { return ssl.DTLSPP_MBEDTLS_FIELD(state); }
 
 inline bool handshake_over(const mbedtls_ssl_context& ssl) noexcept
