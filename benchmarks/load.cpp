@@ -742,13 +742,6 @@ std::pair<echo_figures, echo_figures> echo_pair(echo_bed<B>& bed, std::size_t n,
 // ---------------------------------------------------------------------------
 // 2. Sessions: a server process of its own, so its RSS is its own.
 
-long status_kb(pid_t pid, const char* field)
-{
-    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-    for (std::string line; std::getline(in, line);)
-        if (line.rfind(field, 0) == 0) return std::atol(line.c_str() + std::strlen(field));
-    return -1;
-}
 
 // The child: prints its port, serves until stdin closes (at most 30 min).
 template <class B>

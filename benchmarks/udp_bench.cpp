@@ -247,13 +247,6 @@ int rss_server()
     return 0;
 }
 
-long status_kb(pid_t pid, const char* field)
-{
-    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-    for (std::string line; std::getline(in, line);)
-        if (line.rfind(field, 0) == 0) return std::atol(line.c_str() + std::strlen(field));
-    return -1;
-}
 
 // Starts `self --rss-server`, opens `sessions` associations to it and
 // returns the growth of its peak RSS in KiB.

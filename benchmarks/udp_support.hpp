@@ -9,6 +9,11 @@
 #include <dtlspp/udp_server.hpp>
 
 #include <array>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <sys/types.h>
 #include <atomic>
 #include <optional>
 #include <poll.h>
@@ -19,6 +24,15 @@
 namespace bench {
 
 using namespace std::chrono_literals;
+
+// A kB field of /proc/PID/status (VmRSS:, VmHWM:); -1 when it cannot be read.
+inline long status_kb(pid_t pid, const char* field)
+{
+    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+    for (std::string line; std::getline(in, line);)
+        if (line.rfind(field, 0) == 0) return std::atol(line.c_str() + std::strlen(field));
+    return -1;
+}
 
 inline dtlspp::config server_config(const std::string& leaf = "server-ecdsa")
 {
