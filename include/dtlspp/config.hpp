@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // One backend-neutral description of a DTLS endpoint.
 //
 // Every backend maps these fields onto its own native calls (see
@@ -5,6 +6,8 @@
 // a message that names the field, so a typo never turns into a handshake that
 // silently times out.
 #pragma once
+
+#include <dtlspp/version.hpp>
 
 #include <dtlspp/error.hpp>
 

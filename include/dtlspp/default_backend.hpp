@@ -1,8 +1,11 @@
+// SPDX-License-Identifier: MIT
 // dtlspp::default_backend: the stack picked at build time.
 //
 // Meson's crypto_backend option defines DTLSPP_BACKEND_OPENSSL or
 // DTLSPP_BACKEND_MBEDTLS through dtlspp_dep; without either, OpenSSL.
 #pragma once
+
+#include <dtlspp/version.hpp>
 
 #if defined(DTLSPP_BACKEND_MBEDTLS)
 #include <dtlspp/backend/mbedtls.hpp>

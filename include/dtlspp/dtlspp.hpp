@@ -1,5 +1,8 @@
+// SPDX-License-Identifier: MIT
 // The whole of dtlspp with the backend chosen at build time.
 #pragma once
+
+#include <dtlspp/version.hpp>
 
 #include <dtlspp/backend/concept.hpp>
 #include <dtlspp/client.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Capture and key-log files that Wireshark understands, so a dtlspp session
 // can be inspected offline without a packet sniffer or root privileges.
 //
@@ -6,6 +7,8 @@
 // Neither throws once open: I/O failures come back as std::error_code, since
 // a broken trace file must never take a live connection down with it.
 #pragma once
+
+#include <dtlspp/version.hpp>
 
 #include <array>
 #include <cerrno>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Wire trace for DTLS 1.2: reads the cleartext framing of each datagram
 // (record headers, and for epoch 0 the handshake headers) without any keys.
 //
@@ -5,6 +6,8 @@
 // run on every packet of a live connection and on hostile input alike.
 // describe_datagram() and flight_tracker build on it for human-readable logs.
 #pragma once
+
+#include <dtlspp/version.hpp>
 
 #include <dtlspp/detail/trace_names.hpp>
 

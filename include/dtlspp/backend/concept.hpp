@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The backend contract: the short, fixed list of operations every DTLS stack
 // adapter implements. dtlspp::endpoint and dtlspp::server call nothing else,
 // so every stack-specific quirk stays inside its adapter.
@@ -38,6 +39,8 @@
 // before calling (detail/checks.hpp holds those checks, once); a backend does
 // not repeat them.
 #pragma once
+
+#include <dtlspp/version.hpp>
 
 #include <dtlspp/config.hpp>
 #include <dtlspp/error.hpp>

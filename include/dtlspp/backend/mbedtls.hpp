@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dtlspp::mbedtls_backend: the backend contract (backend/concept.hpp) on
 // mbed TLS 2.28 and 3.6, the two LTS branches.
 //
@@ -11,6 +12,8 @@
 // received alert, the handshake state); the adapter reads those fields, and
 // every difference between 2.28 and 3.6 lives in mbedtls/detail_compat.hpp.
 #pragma once
+
+#include <dtlspp/version.hpp>
 
 #include <dtlspp/backend/concept.hpp>
 #include <dtlspp/backend/mbedtls/detail_compat.hpp>

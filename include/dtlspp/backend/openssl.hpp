@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dtlspp::openssl_backend: the backend contract (backend/concept.hpp) over
 // OpenSSL 3.
 //
@@ -17,6 +18,8 @@
 //   server, with dtlspp's cookies (detail/cookie.hpp), the same on every
 //   stack.
 #pragma once
+
+#include <dtlspp/version.hpp>
 
 #include <dtlspp/backend/concept.hpp>
 #include <dtlspp/backend/openssl/bio.hpp>

@@ -33,6 +33,8 @@
 // sends one, and a forged datagram carries nothing of the peer's.
 #pragma once
 
+#include <dtlspp/version.hpp>
+
 #include <dtlspp/trace.hpp>
 
 #include <algorithm>

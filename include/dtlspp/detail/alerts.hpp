@@ -4,6 +4,8 @@
 // so the same alert gives the same condition whichever stack received it.
 #pragma once
 
+#include <dtlspp/version.hpp>
+
 #include <dtlspp/error.hpp>
 
 #include <cstdint>

@@ -6,6 +6,8 @@
 // text are the same whichever door was used.
 #pragma once
 
+#include <dtlspp/version.hpp>
+
 #include <dtlspp/config.hpp>
 #include <dtlspp/error.hpp>
 

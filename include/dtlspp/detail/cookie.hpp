@@ -16,6 +16,8 @@
 // cookie expiry is testable on a virtual clock.
 #pragma once
 
+#include <dtlspp/version.hpp>
+
 #include <dtlspp/config.hpp>
 
 #include <array>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // A bounded table that reassembles fragmented ClientHellos in front of a
 // server's stateless listener.
 //
@@ -17,6 +18,8 @@
 // every slot is in use, the partial hello started longest ago is evicted.
 // Everything is counted in the caller's counters (server_counters).
 #pragma once
+
+#include <dtlspp/version.hpp>
 
 #include <dtlspp/trace.hpp>
 #include <dtlspp/transport/address.hpp>

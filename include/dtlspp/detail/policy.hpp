@@ -13,6 +13,8 @@
 // since it has no forward secrecy.
 #pragma once
 
+#include <dtlspp/version.hpp>
+
 #include <dtlspp/config.hpp>
 
 #include <array>

@@ -1,6 +1,9 @@
+// SPDX-License-Identifier: MIT
 // Name tables for the wire trace. Kept apart from trace.hpp so the parser
 // stays readable; the public spellings live in trace.hpp.
 #pragma once
+
+#include <dtlspp/version.hpp>
 
 #include <cstdint>
 #include <string_view>

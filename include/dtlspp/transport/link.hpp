@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <dtlspp/version.hpp>
+
 // impaired_link: two in-memory datagram pipes (a_to_b, b_to_a) that lose,
 // duplicate, delay and reorder datagrams on purpose, so handshake and
 // retransmission logic can be tested without a real network.

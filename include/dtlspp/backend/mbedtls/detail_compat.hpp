@@ -4,6 +4,8 @@
 // the same code on both.
 #pragma once
 
+#include <dtlspp/version.hpp>
+
 #include <dtlspp/detail/policy.hpp>
 
 #include <mbedtls/ctr_drbg.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // mbedTLS 2.28 and 3.6 error codes and TLS alerts, mapped onto dtlspp::errc.
 // Codes that exist in one version only are guarded by #ifdef on the code
 // itself (3.0 merged several handshake codes into fewer, more general ones).
@@ -8,6 +9,8 @@
 // turns into sentences. The failure message keeps both, because that text
 // is what tells a human which certificate or setting is wrong.
 #pragma once
+
+#include <dtlspp/version.hpp>
 
 #include <dtlspp/detail/alerts.hpp>
 #include <dtlspp/detail/trace_names.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // One mbedtls_ssl_context plus the state its I/O and timer callbacks read.
 //
 // mbedTLS keeps raw pointers to its callbacks' context (mbedtls_ssl_set_bio,
@@ -10,6 +11,8 @@
 // one datagram, send appends to its queue, the timer reads its `now`. So
 // mbedTLS runs on whatever clock the caller uses, virtual time included.
 #pragma once
+
+#include <dtlspp/version.hpp>
 
 #include <dtlspp/backend/concept.hpp>
 

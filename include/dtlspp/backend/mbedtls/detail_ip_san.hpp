@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Host checks against IP addresses for the mbedTLS adapter.
 //
 // mbedTLS 2.28 matches mbedtls_ssl_set_hostname() against the CN and the
@@ -10,6 +11,8 @@
 // anyway, RFC 6066 §3) and checks the iPAddress entries itself here, in the
 // verify callback.
 #pragma once
+
+#include <dtlspp/version.hpp>
 
 #include <mbedtls/asn1.h>
 #include <mbedtls/oid.h>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The OpenSSL adapter's datagram BIO.
 //
 // Why not BIO_s_mem: a memory BIO is a byte stream, so two datagrams written
@@ -12,6 +13,8 @@
 // datagram, and answers the BIO_CTRL_DGRAM_* MTU questions itself with the
 // configured payload size and zero overhead.
 #pragma once
+
+#include <dtlspp/version.hpp>
 
 #include <dtlspp/backend/concept.hpp>
 

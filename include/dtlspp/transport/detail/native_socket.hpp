@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <dtlspp/version.hpp>
+
 // The operating system's socket layer, chosen at compile time: Winsock on
 // Windows, BSD sockets everywhere else. Both headers provide the same names
 // with the same contracts (see the top of each); what follows them here is

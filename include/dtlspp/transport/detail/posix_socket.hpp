@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <dtlspp/version.hpp>
+
 // The only place in dtlspp that talks to the BSD socket API directly.
 //
 // Every POSIX socket call sits behind this small set of functions; its

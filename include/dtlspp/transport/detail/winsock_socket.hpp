@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <dtlspp/version.hpp>
+
 // The Winsock twin of posix_socket.hpp: the same names and the same
 // contracts, so address.hpp and udp_socket.hpp compile unchanged on Windows.
 // Chosen by native_socket.hpp when _WIN32 is defined; nothing here is
