@@ -2,7 +2,7 @@
 # missing (Debian 12 packages), then configure a build directory.
 
 dtlspp_packages=(meson ninja-build pkg-config g++ libssl-dev libmbedtls-dev libboost-test-dev
-                 openssl gnutls-bin tshark)
+                 libasio-dev python3 openssl gnutls-bin tshark)
 
 ensure_packages() {
   local missing=()
