@@ -491,3 +491,67 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_client_that_rebinds_keeps_its_association_only_w
         BOOST_TEST(srv.server().core().find(before) != nullptr);
     }
 }
+
+// A message larger than the caller's buffer is never cut: receive() says
+// message_too_large, keeps it, and next_message_size() says what it needs.
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_message_larger_than_the_receive_buffer_is_refused_and_kept, Backend, all_backends)
+{
+    echo_server_thread<Backend> srv(server_config(), "127.0.0.1:0");
+    BOOST_REQUIRE_MESSAGE(srv.started(), srv.bind_failure().what());
+    auto c = client<Backend>::connect(client_config(), srv.address()); // the throwing twin
+    const std::string text(300, 'q');
+    c.send(as_bytes(text));
+
+    std::vector<std::byte> small(100);
+    std::error_code ec;
+    auto n = c.receive(small, 5s, ec);
+    BOOST_TEST(!n);
+    BOOST_TEST((ec == errc::message_too_large), ec.message());
+    BOOST_REQUIRE(c.next_message_size());
+    BOOST_TEST(*c.next_message_size() == text.size());
+    BOOST_CHECK_THROW((void)c.receive(small, 1s), dtlspp::error); // the throwing twin agrees
+
+    std::vector<std::byte> room(*c.next_message_size());
+    n = c.receive(room, 5s, ec);
+    BOOST_REQUIRE_MESSAGE(n, ec.message());
+    BOOST_TEST(as_string(std::span<const std::byte>(room.data(), *n)) == text);
+    BOOST_TEST(!c.next_message_size());
+    c.close(ec);
+    BOOST_TEST(!ec, ec.message());
+}
+
+// Every operation's twin throws dtlspp::error with the code its error_code
+// overload gives, and the failure's text where there is one.
+BOOST_AUTO_TEST_CASE_TEMPLATE(throwing_twins_throw_what_the_error_code_forms_report, Backend, all_backends)
+{
+    auto client_cfg = client_config();
+    client_cfg.handshake_deadline = 5s;
+    try {
+        (void)client<Backend>::connect(client_cfg, closed_port("127.0.0.1:0"));
+        BOOST_FAIL("connect to a closed port did not throw");
+    } catch (const dtlspp::error& e) {
+        BOOST_TEST((e.code() == errc::peer_unreachable), e.what());
+        BOOST_TEST(std::string(e.what()).find("no DTLS server at") != std::string::npos, e.what());
+    }
+
+    auto bad = server_config();
+    bad.max_udp_payload = 10;
+    BOOST_CHECK_THROW((void)udp_server<Backend>::bind(bad, peer_address::parse("127.0.0.1:0")), dtlspp::error);
+    BOOST_CHECK_THROW((void)server<Backend>::create(bad), dtlspp::error);
+    BOOST_CHECK_THROW((void)endpoint<Backend>::connect(server_config(), clock::now()), dtlspp::error);
+
+    auto srv = udp_server<Backend>::bind(server_config(), peer_address::parse("127.0.0.1:0"));
+    const auto stranger = peer_address::parse("127.0.0.1:9");
+    std::error_code ec;
+    srv.send(stranger, as_bytes(std::string("x")), ec);
+    BOOST_TEST((ec == errc::not_open));
+    try {
+        srv.send(stranger, as_bytes(std::string("x")));
+        BOOST_FAIL("send to no association did not throw");
+    } catch (const dtlspp::error& e) {
+        BOOST_TEST((e.code() == errc::not_open));
+    }
+    BOOST_CHECK_THROW(srv.close(stranger), dtlspp::error);
+    srv.close(stranger, ec);
+    BOOST_TEST((ec == errc::not_open));
+}

@@ -1,12 +1,16 @@
+// SPDX-License-Identifier: MIT
 // dtlspp::client<Backend>: a small blocking convenience over one endpoint
 // and one UDP socket, for programs that just want to connect, send and
 // receive (the echo client is one). Every wait is bounded: connect by the
 // handshake deadline, receive by its timeout.
 #pragma once
 
+#include <dtlspp/version.hpp>
+
 #include <dtlspp/detail/socket_loop.hpp>
 #include <dtlspp/endpoint.hpp>
 #include <dtlspp/transport/address.hpp>
+#include <dtlspp/transport/socket_hook.hpp>
 #include <dtlspp/transport/udp_socket.hpp>
 
 #include <algorithm>
@@ -22,11 +26,21 @@ class client {
 public:
     using endpoint_type = endpoint<Backend>;
 
-    // Connects and completes the handshake, or fails with the reason.
-    // `trace` sees each datagram as the endpoint does; `wire` sees it at
-    // the socket, with addresses (for captures).
-    static std::optional<client> connect(const config& c, const peer_address& server, failure& f,
-                                         typename endpoint_type::trace_hook trace = {}, socket_hook wire = {})
+    // Opens a UDP socket, connects it to `server` and completes the
+    // handshake, or fails with the reason in `f` and returns nullopt. Never
+    // throws. `trace` sees each datagram as the endpoint does; `wire` sees it
+    // at the socket, with addresses (for captures).
+    //
+    // Errors (f.code): config_invalid and the backend's load errors (the
+    // context is made here, Backend::make_context); peer_unreachable when
+    // the network says nothing listens at `server` (ICMP, on the connected
+    // socket); handshake_timeout after config::handshake_deadline;
+    // verify_failed, handshake_failed, peer_alert and the other handshake
+    // failures of errc; a socket error (socket(), connect()) with its
+    // system code.
+    [[nodiscard]] static std::optional<client> connect(const config& c, const peer_address& server, failure& f,
+                                                       typename endpoint_type::trace_hook trace = {},
+                                                       socket_hook wire = {})
     {
         std::error_code ec;
         auto socket = udp_socket::open(server.family(), ec);
@@ -61,6 +75,24 @@ public:
         return result;
     }
 
+    // As above; throws dtlspp::error with the failure instead.
+    [[nodiscard]] static client connect(const config& c, const peer_address& server,
+                                        typename endpoint_type::trace_hook trace = {}, socket_hook wire = {})
+    {
+        failure f;
+        auto result = connect(c, server, f, std::move(trace), std::move(wire));
+        if (!result) throw dtlspp::error(f);
+        return std::move(*result);
+    }
+
+    // Sends one message as one record in one datagram (endpoint::send), then
+    // hands the datagram to the socket (sendto). A full socket buffer loses
+    // it as the network would, without an error.
+    //
+    // Errors: not_open after close or failure; message_too_large above
+    // max_message_size(); a stack failure (the association fails with it);
+    // peer_unreachable when ICMP said nothing listens at the server; another
+    // socket error with its system code.
     void send(std::span<const std::byte> data, std::error_code& ec)
     {
         association_.send(data, clock::now(), ec);
@@ -68,11 +100,26 @@ public:
         if (ec) ec = describe_socket_error(ec, server_).code;
     }
 
-    // Waits up to `timeout` for one message; copies it into `buffer` and
-    // returns its size. nullopt on timeout, or with ec set when the
-    // association closed or failed.
-    std::optional<std::size_t> receive(std::span<std::byte> buffer, std::chrono::milliseconds timeout,
-                                       std::error_code& ec)
+    // As above; throws dtlspp::error instead.
+    void send(std::span<const std::byte> data)
+    {
+        std::error_code ec;
+        send(data, ec);
+        if (ec) throw dtlspp::error(failure{ec, "send to " + server_.to_string()});
+    }
+
+    // Waits up to `timeout` for one message and copies it into `buffer`;
+    // returns its size. Returns nullopt with `ec` clear on timeout. A message
+    // is never cut: one larger than `buffer` stays queued and the call
+    // returns nullopt with errc::message_too_large; next_message_size() then
+    // says how much room it needs. Waits with poll() (select() on Windows)
+    // and reads with recvmmsg() where the system has it, else recvfrom().
+    //
+    // Errors: message_too_large as above; peer_closed once the server sent
+    // close_notify; the association's failure (handshake or stack errors,
+    // peer_alert) once it failed; peer_unreachable or another socket error.
+    [[nodiscard]] std::optional<std::size_t> receive(std::span<std::byte> buffer, std::chrono::milliseconds timeout,
+                                                     std::error_code& ec)
     {
         ec.clear();
         const auto give_up = clock::now() + timeout;
@@ -92,18 +139,59 @@ public:
             }
         }
         auto& message = inbox_.front();
-        const auto n = std::min(message.size(), buffer.size());
+        if (message.size() > buffer.size()) {
+            ec = make_error_code(errc::message_too_large);
+            return std::nullopt;
+        }
+        const auto n = message.size();
         std::copy_n(message.begin(), n, buffer.begin());
         inbox_.pop_front();
         return n;
     }
 
-    // Sends close_notify.
-    void close()
+    // As above; throws dtlspp::error instead of setting an error code (a
+    // timeout is still nullopt, not an exception).
+    [[nodiscard]] std::optional<std::size_t> receive(std::span<std::byte> buffer, std::chrono::milliseconds timeout)
     {
+        std::error_code ec;
+        auto n = receive(buffer, timeout, ec);
+        if (ec) {
+            const auto& last = association_.last_failure();
+            throw dtlspp::error(ec == last.code ? last : failure{ec, "receive from " + server_.to_string()});
+        }
+        return n;
+    }
+
+    // The size of the message the next receive() returns, if one has
+    // arrived already; what a buffer needs after message_too_large.
+    [[nodiscard]] std::optional<std::size_t> next_message_size() const noexcept
+    {
+        if (inbox_.empty()) return std::nullopt;
+        return inbox_.front().size();
+    }
+
+    // Sends close_notify (endpoint::close, then sendto). The association is
+    // closed afterwards; a second call does nothing. Errors: a socket error
+    // while sending close_notify (the association is closed anyway; the
+    // server's idle timeout ends its side if the alert was lost).
+    void close(std::error_code& ec)
+    {
+        ec.clear();
         association_.close(clock::now());
+        flush(ec);
+        if (ec) ec = describe_socket_error(ec, server_).code;
+    }
+
+    // As above, but never throws: a socket error is ignored, for callers
+    // that close on their way out (destructors, error paths).
+    void close() noexcept
+    {
         std::error_code ignored;
-        flush(ignored);
+        try {
+            close(ignored);
+        } catch (...) {
+            // describe_socket_error may allocate; nothing to report here.
+        }
     }
 
     // Moves the association to a new UDP socket of the same family, on a
@@ -121,6 +209,9 @@ public:
     // no error either: send() succeeds and receive() returns nullopt with
     // `ec` clear when its timeout ends, as for lost datagrams, while the
     // server's association at the old port waits for its idle timeout.
+    //
+    // Errors: a socket error of socket() or connect() with its system code
+    // (the association stays on the old socket then).
     void rebind(std::error_code& ec)
     {
         // The old socket stays open until the new one is connected, so the
@@ -134,9 +225,19 @@ public:
         socket_ = std::move(fresh);
     }
 
-    // The local address of the socket in use (it changes with rebind()).
-    peer_address local_address(std::error_code& ec) const { return socket_.local_address(ec); }
-    peer_address local_address() const { return socket_.local_address(); }
+    // As above; throws dtlspp::error instead.
+    void rebind()
+    {
+        std::error_code ec;
+        rebind(ec);
+        if (ec) throw dtlspp::error(failure{ec, "rebind to " + server_.to_string()});
+    }
+
+    // The local address of the socket in use (it changes with rebind()),
+    // from getsockname(). Errors: its system code; the second form throws
+    // std::system_error.
+    [[nodiscard]] peer_address local_address(std::error_code& ec) const { return socket_.local_address(ec); }
+    [[nodiscard]] peer_address local_address() const { return socket_.local_address(); }
 
     const endpoint_type& association() const noexcept { return association_; }
     const udp_socket& socket() const noexcept { return socket_; }

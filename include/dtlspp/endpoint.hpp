@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dtlspp::endpoint<Backend>: one DTLS 1.2 association, sans-I/O.
 //
 // Inputs: a received datagram, the current time, application data, close.
@@ -18,6 +19,8 @@
 // - counters are computed from the wire (trace.hpp), so they mean the same
 //   on every backend.
 #pragma once
+
+#include <dtlspp/version.hpp>
 
 #include <dtlspp/backend/concept.hpp>
 #include <dtlspp/config.hpp>
@@ -163,17 +166,35 @@ public:
     using session_type = typename Backend::session;
     using trace_hook = dtlspp::trace_hook;
 
-    // A client: builds a context from the config and sends the ClientHello.
-    static std::optional<endpoint> connect(const config& c, time_point now, failure& f)
+    // A client: builds a context from the config (Backend::make_context)
+    // and queues the ClientHello (SSL_do_handshake / mbedtls_ssl_handshake);
+    // drain() hands it out. Returns nullopt with the reason in `f`; never
+    // throws.
+    //
+    // Errors (f.code): config_invalid (the config, or a server config);
+    // the backend's load errors (certificate, key, CA); mtu_too_small when
+    // the ClientHello cannot fit max_udp_payload; out_of_memory or
+    // internal_error from the stack.
+    [[nodiscard]] static std::optional<endpoint> connect(const config& c, time_point now, failure& f)
     {
         auto ctx = Backend::make_context(c, f);
         if (!ctx) return std::nullopt;
         return connect(std::move(ctx), now, f);
     }
 
-    // A client on a shared context (many associations, one config).
-    static std::optional<endpoint> connect(std::shared_ptr<context_type> ctx, time_point now, failure& f,
-                                           trace_hook trace = {})
+    // As above; throws dtlspp::error with the failure instead.
+    [[nodiscard]] static endpoint connect(const config& c, time_point now)
+    {
+        failure f;
+        auto e = connect(c, now, f);
+        if (!e) throw dtlspp::error(f);
+        return std::move(*e);
+    }
+
+    // A client on a shared context (many associations, one config). Errors
+    // as connect(c, now, f), less the context's own.
+    [[nodiscard]] static std::optional<endpoint> connect(std::shared_ptr<context_type> ctx, time_point now,
+                                                         failure& f, trace_hook trace = {})
     {
         if ((f = detail::check_role(ctx->settings(), role::client, "connect"))) return std::nullopt;
         auto s = Backend::connect(*ctx, f);
@@ -210,9 +231,17 @@ public:
     endpoint(endpoint&&) noexcept = default;
     endpoint& operator=(endpoint&&) noexcept = default;
 
-    // Feeds one received datagram. Application data it carries is passed to
-    // on_data(std::span<const std::byte>) before this returns; the span is
-    // valid only during the call.
+    // Feeds one received datagram (SSL_read / mbedtls_ssl_read, and the
+    // handshake calls while handshaking). Application data it carries is
+    // passed to on_data(std::span<const std::byte>) before this returns; the
+    // span is valid only during the call.
+    //
+    // Reports no error itself: a datagram that is malformed, replayed,
+    // unauthenticated or not for this association is dropped and counted
+    // (counters(), endpoint_counters::for_each_drop) and changes nothing. A
+    // handshake failure or a fatal alert from the peer moves state() to
+    // failed with the reason in last_failure() (verify_failed,
+    // handshake_failed, peer_alert, ...); close_notify moves it to closed.
     template <class OnData>
     void receive(std::span<const std::byte> datagram, time_point now, OnData&& on_data)
     {
@@ -238,8 +267,10 @@ public:
         receive(datagram, now, [](std::span<const std::byte>) {});
     }
 
-    // Call when now >= next_deadline(): retransmits, or fails the handshake
-    // once its deadline has passed.
+    // Call when now >= next_deadline(): retransmits (DTLSv1_handle_timeout /
+    // the mbedTLS timer callbacks), or fails the handshake with
+    // handshake_timeout once config::handshake_deadline has passed. Like
+    // receive(), it reports through state() and last_failure().
     void on_timeout(time_point now)
     {
         bind(now);
@@ -257,7 +288,14 @@ public:
         after_call();
     }
 
-    // Sends one message as one record in one datagram.
+    // Encrypts one message as one record in one datagram (SSL_write /
+    // mbedtls_ssl_write) and queues the datagram; drain() hands it out.
+    //
+    // Errors: not_open before the handshake completed or after close or
+    // failure; message_too_large above max_message_size() (nothing is sent:
+    // dtlspp never splits a message or exceeds max_udp_payload); a stack
+    // failure (internal_error, out_of_memory), which also fails the
+    // association (last_failure() has the stack's text).
     void send(std::span<const std::byte> data, time_point now, std::error_code& ec)
     {
         bind(now);
@@ -279,6 +317,7 @@ public:
         after_call();
     }
 
+    // As above; throws dtlspp::error instead.
     void send(std::span<const std::byte> data, time_point now)
     {
         std::error_code ec;
@@ -286,7 +325,9 @@ public:
         if (ec) throw dtlspp::error(ec == failure_.code ? failure_ : failure{ec, {}});
     }
 
-    // Queues close_notify; the association is closed afterwards.
+    // Queues close_notify (SSL_shutdown / mbedtls_ssl_close_notify); the
+    // association is closed afterwards. Never fails: a second call, or one
+    // after a failure, does nothing.
     void close(time_point now)
     {
         bind(now);
@@ -298,7 +339,10 @@ public:
     }
 
     // Hands every queued datagram to send(std::span<const std::byte>) and
-    // empties the queue.
+    // empties the queue. Each span is valid only during its call: copy it,
+    // or send it before returning. Never fails itself; an exception from
+    // `send_datagram` leaves every datagram queued, those already handed
+    // out included.
     template <class Send>
     void drain(Send&& send_datagram)
     {
@@ -314,6 +358,8 @@ public:
         }
     }
 
+    // The datagrams drain() would hand out, for an I/O loop that looks
+    // before it sends (to size a batch, say). Read-only: drain() empties it.
     const datagram_queue& pending() const noexcept { return out_; }
 
     // When on_timeout must be called next; nullopt when nothing is due.
@@ -325,11 +371,13 @@ public:
         return due;
     }
 
-    endpoint_state state() const noexcept { return state_; }
+    [[nodiscard]] endpoint_state state() const noexcept { return state_; }
     bool is_open() const noexcept { return state_ == endpoint_state::open; }
     std::error_code error() const noexcept { return failure_.code; }
     const failure& last_failure() const noexcept { return failure_; }
     const endpoint_counters& counters() const noexcept { return counters_; }
+    // The largest message send() takes: one record's payload in
+    // max_udp_payload, for the negotiated cipher suite.
     std::size_t max_message_size() const { return session_.max_record_payload(); }
     std::string cipher_suite() const { return session_.cipher_suite(); }
     // The Connection IDs (RFC 9146); negotiated is known once open. While
@@ -346,6 +394,10 @@ public:
         return state_ == endpoint_state::handshaking ? peer_cid_length_in_hello_ : 0;
     }
     const dtlspp::config& settings() const noexcept { return context_->settings(); }
+    // The stack's own session object (Backend::session: an SSL* owner on
+    // OpenSSL, the mbedtls_ssl_context on mbedTLS), for what dtlspp does not
+    // wrap. Reading from it is safe; reading or writing records through it
+    // bypasses dtlspp's queue, accounting and checks, and is not supported.
     session_type& native_session() noexcept { return session_; }
     void set_trace(trace_hook hook) { trace_ = std::move(hook); }
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dtlspp's error conditions: one std::error_category shared by every backend.
 //
 // The same failure gives the same code whichever stack runs underneath, so a
@@ -5,6 +6,8 @@
 // backend. The backend's own text is kept next to the code (see
 // dtlspp::failure) because it is what a human needs to fix the problem.
 #pragma once
+
+#include <dtlspp/version.hpp>
 
 #include <string>
 #include <system_error>
@@ -25,7 +28,7 @@ enum class errc {
     peer_closed,          // the peer sent close_notify
     bad_record,           // a record could not be parsed or authenticated (counted, dropped)
     not_open,             // application data was offered before the handshake completed or after close
-    message_too_large,    // application data larger than one record over the configured MTU
+    message_too_large,    // application data larger than one record over the configured MTU, or than a receive buffer
     // Server.
     too_many_sessions,    // the server's session limit was reached
     idle_timeout,         // the association was idle longer than allowed
@@ -53,7 +56,7 @@ public:
         case errc::peer_closed: return "peer closed the association";
         case errc::bad_record: return "bad record";
         case errc::not_open: return "association is not open";
-        case errc::message_too_large: return "message larger than one record";
+        case errc::message_too_large: return "message larger than one record, or than the buffer to receive it";
         case errc::too_many_sessions: return "too many sessions";
         case errc::idle_timeout: return "idle timeout";
         case errc::peer_unreachable: return "peer unreachable";

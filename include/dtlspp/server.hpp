@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dtlspp::server<Backend>: many DTLS associations behind one unconnected
 // datagram socket, sans-I/O like the endpoint.
 //
@@ -16,6 +17,8 @@
 // flight lands on the listening socket instead and the handshake stalls or
 // loops (docs/mtu.md). With one socket every datagram takes the same path.
 #pragma once
+
+#include <dtlspp/version.hpp>
 
 #include <dtlspp/backend/concept.hpp>
 #include <dtlspp/config.hpp>
@@ -193,9 +196,17 @@ public:
     const peer_address& peer() const noexcept;
     // The association itself: its state, counters, cipher suite, CIDs.
     const endpoint<Backend>& association() const noexcept;
-    // As server::send(peer(), data, now, ec), and server::close.
+    // As server::send(peer(), data, now, ec): queues one message's datagram.
+    // Errors: not_open when the association is ending; message_too_large
+    // above association().max_message_size(); a stack failure.
     void send(std::span<const std::byte> data, std::error_code& ec) const;
+    // As above; throws dtlspp::error instead.
+    void send(std::span<const std::byte> data) const;
+    // As server::close(peer(), now, ec). Errors: not_open when it is ending
+    // already.
     void close(std::error_code& ec) const;
+    // As above; throws dtlspp::error instead.
+    void close() const;
 
 private:
     friend class server<Backend>;
@@ -214,7 +225,12 @@ class server {
 public:
     using endpoint_type = endpoint<Backend>;
 
-    static std::optional<server> create(const config& c, server_settings settings, failure& f)
+    // Builds the stack's context (Backend::make_context) and its stateless
+    // listener. Returns nullopt with the reason in `f`; never throws.
+    // Errors (f.code): config_invalid (the config, a client config, or a
+    // server_settings bound of 0); the backend's load errors (certificate,
+    // key, CA); out_of_memory or internal_error from the stack.
+    [[nodiscard]] static std::optional<server> create(const config& c, server_settings settings, failure& f)
     {
         if ((f = detail::check_role(c, role::server, "a server"))) return std::nullopt;
         if (settings.max_sessions == 0) {
@@ -226,9 +242,18 @@ public:
         return create(std::move(ctx), settings, f);
     }
 
+    // As above; throws dtlspp::error with the failure instead.
+    [[nodiscard]] static server create(const config& c, server_settings settings = {})
+    {
+        failure f;
+        auto result = create(c, settings, f);
+        if (!result) throw dtlspp::error(f);
+        return std::move(*result);
+    }
+
     // A server on a context built elsewhere (e.g. with backend-only options).
-    static std::optional<server> create(std::shared_ptr<typename Backend::context> ctx, server_settings settings,
-                                        failure& f)
+    [[nodiscard]] static std::optional<server> create(std::shared_ptr<typename Backend::context> ctx,
+                                                      server_settings settings, failure& f)
     {
         if ((f = detail::check_role(ctx->settings(), role::server, "a server"))) return std::nullopt;
         // Both create() overloads come here.
@@ -252,7 +277,13 @@ public:
     server(server&&) noexcept = default;
     server& operator=(server&&) noexcept = default;
 
-    // One datagram from `from`.
+    // One datagram from `from`: a ClientHello goes through the stateless
+    // front door (DTLSv1_listen / mbedtls_ssl_cookie_check via the
+    // backend's listener), anything else to its association's
+    // endpoint::receive. Reports no error: what is malformed, forged, from a
+    // stranger or over a limit is dropped and counted (counters()), or
+    // refused with an alert and handler.on_refused; an association that
+    // fails or closes reaches handler.on_close with the reason.
     template <class Handler = no_handler>
     void receive(const peer_address& from, std::span<const std::byte> datagram, time_point now,
                  Handler&& handler = {})
@@ -362,7 +393,12 @@ public:
         for (std::size_t i = front_door_peers_.size(); i < front_door_out_.size(); ++i) front_door_peers_.push_back(from);
     }
 
-    // Sends one message to an open association.
+    // Encrypts one message for an open association and queues its datagram
+    // (drain() or drain_batch() hands it out). Errors: not_open when `to`
+    // has no open association (none, still in its handshake, or ending);
+    // message_too_large above the association's max_message_size(); a stack
+    // failure (SSL_write / mbedtls_ssl_write failed: the association fails
+    // with it).
     void send(const peer_address& to, std::span<const std::byte> data, time_point now, std::error_code& ec)
     {
         auto found = sessions_.find(to);
@@ -371,6 +407,14 @@ public:
             return;
         }
         send_on(*found->second, data, now, ec);
+    }
+
+    // As above; throws dtlspp::error instead.
+    void send(const peer_address& to, std::span<const std::byte> data, time_point now)
+    {
+        std::error_code ec;
+        send(to, data, now, ec);
+        if (ec) throw dtlspp::error(failure{ec, "send to " + to.to_string()});
     }
 
     // Closes one association: close_notify now (see the handler notes above
@@ -384,6 +428,14 @@ public:
             return;
         }
         close_on(*found->second, now, ec);
+    }
+
+    // As above; throws dtlspp::error instead.
+    void close(const peer_address& peer, time_point now)
+    {
+        std::error_code ec;
+        close(peer, now, ec);
+        if (ec) throw dtlspp::error(failure{ec, "close " + peer.to_string()});
     }
 
 private:
@@ -1017,6 +1069,22 @@ template <backend Backend>
 void association_ref<Backend>::close(std::error_code& ec) const
 {
     owner_->close_on(*session_, now_, ec);
+}
+
+template <backend Backend>
+void association_ref<Backend>::send(std::span<const std::byte> data) const
+{
+    std::error_code ec;
+    send(data, ec);
+    if (ec) throw dtlspp::error(failure{ec, "send to " + peer().to_string()});
+}
+
+template <backend Backend>
+void association_ref<Backend>::close() const
+{
+    std::error_code ec;
+    close(ec);
+    if (ec) throw dtlspp::error(failure{ec, "close " + peer().to_string()});
 }
 
 } // namespace dtlspp

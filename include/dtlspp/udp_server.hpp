@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dtlspp::udp_server<Backend>: server<Backend> on one UDP socket, with the
 // one small loop that touches it.
 //
@@ -7,9 +8,12 @@
 // writable again; nothing is dropped without a counter saying so.
 #pragma once
 
+#include <dtlspp/version.hpp>
+
 #include <dtlspp/detail/socket_loop.hpp>
 #include <dtlspp/server.hpp>
 #include <dtlspp/transport/address.hpp>
+#include <dtlspp/transport/socket_hook.hpp>
 #include <dtlspp/transport/udp_socket.hpp>
 
 #include <algorithm>
@@ -87,14 +91,22 @@ class udp_server {
 public:
     using core_type = server<Backend>;
 
-    static std::optional<udp_server> bind(const config& c, const peer_address& local, server_settings settings,
-                                          failure& f)
+    // Makes the server (server<Backend>::create) and binds its UDP socket
+    // to `local` (socket(), setsockopt() for the buffers and drop counting,
+    // bind()). Returns nullopt with the reason in `f`; never throws.
+    //
+    // Errors (f.code): config_invalid (the config, or udp_settings with a
+    // zero bound) and the backend's load errors; a socket error with its
+    // system code (address in use, permission denied, ...).
+    [[nodiscard]] static std::optional<udp_server> bind(const config& c, const peer_address& local,
+                                                        server_settings settings, failure& f)
     {
         return bind(c, local, settings, udp_settings{}, f);
     }
 
-    static std::optional<udp_server> bind(const config& c, const peer_address& local, server_settings settings,
-                                          const udp_settings& socket_settings, failure& f)
+    [[nodiscard]] static std::optional<udp_server> bind(const config& c, const peer_address& local,
+                                                        server_settings settings, const udp_settings& socket_settings,
+                                                        failure& f)
     {
         auto core = core_type::create(c, settings, f);
         if (!core) return std::nullopt;
@@ -103,8 +115,8 @@ public:
 
     // A server whose core was made elsewhere (a context with backend-only
     // options, or one of several workers).
-    static std::optional<udp_server> bind(core_type core, const peer_address& local,
-                                          const udp_settings& socket_settings, failure& f)
+    [[nodiscard]] static std::optional<udp_server> bind(core_type core, const peer_address& local,
+                                                        const udp_settings& socket_settings, failure& f)
     {
         if (socket_settings.max_send_backlog == 0 || socket_settings.receive_batch == 0) {
             f = make_failure(errc::config_invalid, "udp_settings: max_send_backlog and receive_batch must be at least 1");
@@ -117,6 +129,17 @@ public:
             return std::nullopt;
         }
         return udp_server(std::move(core), std::move(socket), socket_settings);
+    }
+
+    // As bind(c, local, settings, socket_settings, f); throws dtlspp::error
+    // with the failure instead.
+    [[nodiscard]] static udp_server bind(const config& c, const peer_address& local, server_settings settings = {},
+                                         const udp_settings& socket_settings = {})
+    {
+        failure f;
+        auto result = bind(c, local, settings, socket_settings, f);
+        if (!result) throw dtlspp::error(f);
+        return std::move(*result);
     }
 
     // Waits up to max_wait (less when a timer is due, and only until the
@@ -140,15 +163,41 @@ public:
         flush();
     }
 
-    // Sends one message to an open association (from a handler, too). It is
-    // queued; run_once (or flush) sends it.
+    // Encrypts one message for an open association (from a handler, too)
+    // and queues its datagram: this call makes no system call. The datagram
+    // leaves at the end of the current run_once round, or at the next
+    // flush(), in one sendmmsg() batch with the others where the system has
+    // it (sendto() elsewhere). Call flush() yourself when sending outside
+    // run_once.
+    //
+    // Errors: not_open when `to` has no open association (none, still in
+    // its handshake, or closing); message_too_large above the association's
+    // max_message_size(); a stack failure (the association fails with it).
     void send(const peer_address& to, std::span<const std::byte> data, std::error_code& ec)
     {
         core_.send(to, data, clock::now(), ec);
     }
 
-    // Closes one association (from a handler, too); see server<Backend>::close.
+    // As above; throws dtlspp::error instead.
+    void send(const peer_address& to, std::span<const std::byte> data)
+    {
+        std::error_code ec;
+        send(to, data, ec);
+        if (ec) throw dtlspp::error(failure{ec, "send to " + to.to_string()});
+    }
+
+    // Closes one association (from a handler, too): close_notify is queued
+    // like send()'s datagrams; see server<Backend>::close. Errors: not_open
+    // when `peer` has no association, or it is ending already.
     void close(const peer_address& peer, std::error_code& ec) { core_.close(peer, clock::now(), ec); }
+
+    // As above; throws dtlspp::error instead.
+    void close(const peer_address& peer)
+    {
+        std::error_code ec;
+        close(peer, ec);
+        if (ec) throw dtlspp::error(failure{ec, "close " + peer.to_string()});
+    }
 
     // close_notify to every peer; waits up to `linger` for a full send
     // buffer to take them.
@@ -166,7 +215,10 @@ public:
         }
     }
 
-    peer_address local_address() const { return socket_.local_address(); }
+    // getsockname(); throws std::system_error (the form with an error code
+    // sets it instead).
+    [[nodiscard]] peer_address local_address() const { return socket_.local_address(); }
+    [[nodiscard]] peer_address local_address(std::error_code& ec) const { return socket_.local_address(ec); }
     const udp_socket& socket() const noexcept { return socket_; }
     // Every datagram at the socket, with its peer (for captures).
     void set_socket_hook(socket_hook wire) { wire_ = std::move(wire); }
@@ -177,7 +229,11 @@ public:
     std::size_t send_backlog() const noexcept { return backlog_peers_.size() - backlog_head_; }
 
     // Sends everything queued: what waited for the send buffer first, then
-    // what the server produced since, in order.
+    // what the server produced since, in order (sendmmsg() batches on Linux,
+    // sendto() elsewhere). Never fails: what a full send buffer refuses
+    // waits in order for the next round (udp_counters::sends_deferred), and
+    // what the system refuses for another reason is dropped and counted
+    // (udp_counters::send_errors), as the network would lose it.
     void flush()
     {
         core_.drain_batch([&](std::span<const peer_address> peers, const datagram_queue& datagrams) {

@@ -25,6 +25,8 @@
 // a handler sends and closes only through the udp_server it was made for.
 #pragma once
 
+#include <dtlspp/version.hpp>
+
 #include <dtlspp/detail/cookie.hpp>
 #include <dtlspp/udp_server.hpp>
 
@@ -125,9 +127,18 @@ public:
 
     // Binds settings.workers sockets to `local` (port 0: the first picks a
     // port, the others join it). server_settings::max_sessions is for the
-    // whole group: each worker takes its share, rounded up.
-    static std::optional<udp_server_group> bind(const config& c, const peer_address& local, server_settings settings,
-                                                group_settings group, failure& f)
+    // whole group: each worker takes its share, rounded up. Each worker's
+    // socket: socket(), setsockopt(SO_REUSEPORT and the buffers), bind();
+    // with route_connection_ids, setsockopt(SO_ATTACH_REUSEPORT_CBPF).
+    // Returns nullopt with the reason in `f`; never throws.
+    //
+    // Errors (f.code): config_invalid (the config; several workers where
+    // ports cannot be shared or the stack has no locks; worker indexes past
+    // 255) and the backend's load errors; a socket error with its system
+    // code (address in use, permission denied, ...).
+    [[nodiscard]] static std::optional<udp_server_group> bind(const config& c, const peer_address& local,
+                                                              server_settings settings, group_settings group,
+                                                              failure& f)
     {
         unsigned n = group.workers;
         if (n == 0)
@@ -196,6 +207,16 @@ public:
             result.routes_connection_ids_ = true;
         }
         return result;
+    }
+
+    // As above; throws dtlspp::error with the failure instead.
+    [[nodiscard]] static udp_server_group bind(const config& c, const peer_address& local,
+                                               server_settings settings = {}, group_settings group = {})
+    {
+        failure f;
+        auto result = bind(c, local, settings, std::move(group), f);
+        if (!result) throw dtlspp::error(f);
+        return std::move(*result);
     }
 
     udp_server_group(udp_server_group&&) noexcept = default;

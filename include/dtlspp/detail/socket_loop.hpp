@@ -1,11 +1,15 @@
+// SPDX-License-Identifier: MIT
 // The small loop that touches a UDP socket, shared by client<Backend> and
 // udp_server<Backend>: wait until a datagram or the next deadline, then take
 // a bounded batch of datagrams.
 #pragma once
 
+#include <dtlspp/version.hpp>
+
 #include <dtlspp/backend/concept.hpp>
 #include <dtlspp/endpoint.hpp>
 #include <dtlspp/transport/address.hpp>
+#include <dtlspp/transport/socket_hook.hpp>
 #include <dtlspp/transport/udp_socket.hpp>
 
 #include <algorithm>
@@ -14,16 +18,6 @@
 #include <functional>
 #include <optional>
 #include <span>
-
-namespace dtlspp {
-
-// Sees every datagram where it crosses a socket, with the peer's address:
-// what a packet capture (pcap_writer) needs, which the endpoint's
-// trace_hook cannot give (an endpoint knows no addresses).
-using socket_hook =
-    std::function<void(direction, const udp_socket&, const peer_address& peer, std::span<const std::byte>)>;
-
-} // namespace dtlspp
 
 namespace dtlspp::detail {
 

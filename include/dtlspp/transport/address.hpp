@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <dtlspp/version.hpp>
+
 // peer_address: an IPv4 or IPv6 UDP endpoint. It is the server's demux key
 // (hence equality and std::hash) and the input to DTLS cookies (hence
 // transport_id), so it must compare by value, never by raw struct bytes.
@@ -92,7 +94,7 @@ public:
 
     // Accepts "127.0.0.1:4433", "[::1]:4433" and "name:4433". Numeric forms
     // never reach DNS; a name takes the resolver's first IPv4/IPv6 answer.
-    static peer_address parse(std::string_view host_port, std::error_code& error) {
+    [[nodiscard]] static peer_address parse(std::string_view host_port, std::error_code& error) {
         error.clear();
         if (host_port.empty()) {
             error = address_error::empty_input;
@@ -177,7 +179,7 @@ public:
         return result;
     }
 
-    static peer_address parse(std::string_view host_port) {
+    [[nodiscard]] static peer_address parse(std::string_view host_port) {
         std::error_code error;
         auto result = parse(host_port, error);
         if (error) {
@@ -188,7 +190,7 @@ public:
 
     // Adopts an address produced by the socket layer (recvmsg, getsockname).
     // nullopt for families other than IPv4/IPv6 or a too-short length.
-    static std::optional<peer_address> from_native(const detail::native_storage& address,
+    [[nodiscard]] static std::optional<peer_address> from_native(const detail::native_storage& address,
                                                    detail::native_length length) noexcept {
         const int family = detail::family_of(address);
         const detail::native_length expected = detail::native_length_for(family);

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 #pragma once
 
+#include <dtlspp/version.hpp>
+
 // udp_socket: a non-blocking datagram socket with error_code reporting.
 // It never blocks on its own; callers that want to sleep use wait_readable,
 // which keeps the event loop (and its timeouts) in the caller's hands.
@@ -123,8 +125,12 @@ public:
 
     ~udp_socket() { close(); }
 
-    // Binds to local; port 0 lets the system pick (see local_address()).
-    static udp_socket bind(const peer_address& local, std::error_code& error) {
+    // Binds to local (socket(2), bind(2)); port 0 lets the system pick (see
+    // local_address()). Errors: socket_error::unsupported_family for a
+    // default peer_address; the system's code otherwise
+    // (std::errc::address_in_use, permission_denied, ...). The forms
+    // without an error code throw std::system_error with it.
+    [[nodiscard]] static udp_socket bind(const peer_address& local, std::error_code& error) {
         udp_socket socket = open(local.family(), error);
         if (error) {
             return {};
@@ -136,8 +142,9 @@ public:
         return socket;
     }
 
-    // Binds with the options set first (setsockopt before bind(2)).
-    static udp_socket bind(const peer_address& local, const socket_options& options,
+    // Binds with the options set first (setsockopt(2) before bind(2)).
+    // Errors as above, and the code of a refused setsockopt.
+    [[nodiscard]] static udp_socket bind(const peer_address& local, const socket_options& options,
                            std::error_code& error) {
         udp_socket socket = open(local.family(), error);
         if (error) {
@@ -165,15 +172,16 @@ public:
         return socket;
     }
 
-    static udp_socket bind(const peer_address& local) {
+    [[nodiscard]] static udp_socket bind(const peer_address& local) {
         std::error_code error;
         auto socket = bind(local, error);
         detail::throw_if(error, "udp_socket::bind");
         return socket;
     }
 
-    // An unbound socket for clients; the first send_to binds an ephemeral port.
-    static udp_socket open(address_family family, std::error_code& error) {
+    // An unbound socket for clients (socket(2)); the first send_to binds an
+    // ephemeral port. Errors as bind().
+    [[nodiscard]] static udp_socket open(address_family family, std::error_code& error) {
         error.clear();
         const int native_family = detail::native_family_of(family);
         if (native_family == detail::unspecified_family) {
@@ -192,7 +200,7 @@ public:
         return socket;
     }
 
-    static udp_socket open(address_family family) {
+    [[nodiscard]] static udp_socket open(address_family family) {
         std::error_code error;
         auto socket = open(family, error);
         detail::throw_if(error, "udp_socket::open");
