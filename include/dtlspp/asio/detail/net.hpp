@@ -5,10 +5,14 @@
 // Completion handlers always take std::error_code. Standalone Asio's
 // error_code is std::error_code, so use_awaitable and use_future throw
 // std::system_error on an error. Boost.Asio's is boost::system::error_code:
-// there a std::error_code is handed to the coroutine as a value, not thrown.
+// there a std::error_code is handed over as a value (the result of co_await
+// or of the future), not thrown.
 #pragma once
 
 #if defined(DTLSPP_ASIO_BOOST)
+// Boost 1.74's asio/awaitable.hpp uses std::exchange without including
+// <utility>, which breaks a C++20 build that includes it first.
+#include <utility>
 #include <boost/asio.hpp>
 #else
 #include <asio.hpp>
