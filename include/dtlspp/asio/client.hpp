@@ -86,6 +86,7 @@ public:
     // opening or connecting the socket; std::errc::already_connected for a
     // second call; operation_aborted when the client is closed or destroyed
     // first. last_failure() has the text for humans.
+    // @note Calls socket open and connect, then async_send / async_receive.
     template <class Token>
     auto async_connect(const config& c, const udp::endpoint& server, Token&& token)
     {
@@ -103,6 +104,7 @@ public:
     // the association's failure, errc::peer_unreachable (ICMP), another
     // socket error, or operation_aborted (closed or destroyed first). The
     // bytes are encrypted before this returns: `data` need not outlive the call.
+    // @note Calls async_send on the connected socket (endpoint::take_pending).
     template <class Token>
     auto async_send(detail::net::const_buffer data, Token&& token)
     {
@@ -120,7 +122,9 @@ public:
     // failure; errc::peer_unreachable (ICMP); errc::not_open before a
     // connect; std::errc::operation_in_progress while another receive
     // waits; operation_aborted (closed or destroyed first). No deadline of
-    // its own: cancel with async_close, or race a timer (asio's `||`).
+    // its own: cancel with async_close, or race a timer.
+    // @note Reads with async_receive on the connected socket, continuously
+    // from connect on; this call only waits for the next message.
     template <class Token>
     auto async_receive(detail::net::mutable_buffer buffer, Token&& token)
     {
@@ -136,6 +140,7 @@ public:
     // with errc::not_open when there is no association to close (never
     // connected, already closed or failed). Waiting operations complete
     // with operation_aborted.
+    // @note Calls async_send for close_notify, then closes the socket.
     template <class Token>
     auto async_close(Token&& token)
     {

@@ -50,6 +50,7 @@ public:
     // and the other errors of server<Backend>::create and
     // Backend::make_context; a socket error (std::errc, e.g.
     // address_in_use) from opening or binding the socket.
+    // @note Calls socket open, bind and non_blocking(true).
     static std::optional<asio_server> bind(const executor_type& executor, const config& c, const udp::endpoint& local,
                                            server_settings settings, failure& f)
     {
@@ -101,6 +102,8 @@ public:
     // std::errc::operation_in_progress while another run is in progress;
     // operation_aborted when the server is destroyed first. An exception
     // from a callback leaves the executor's run() and ends serving.
+    // @note Calls async_receive_from, then receive_from until would_block
+    // (at most 64 more), and send_to (async_wait when the buffer is full).
     template <class Handler, class Token>
     auto async_run(Handler& handler, Token&& token)
     {
@@ -133,6 +136,7 @@ public:
         state_->after_call();
     }
 
+    // The bound address; a default endpoint if the socket cannot say.
     udp::endpoint local_endpoint() const
     {
         detail::net_error_code ignored;
