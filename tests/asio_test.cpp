@@ -361,6 +361,58 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(an_association_survives_a_garbage_datagram, Backen
     BOOST_TEST(dropped == 1u);
 }
 
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_server_that_stops_ends_a_waiting_receive_with_peer_closed, Backend, all_backends)
+{
+    asio::io_context io;
+    running_server<Backend> srv(io, "127.0.0.1");
+    asio_client<Backend> client(io);
+    std::array<char, 2048> buffer{};
+    std::optional<std::error_code> received;
+    client.async_connect(client_config(), srv.endpoint(), [&](std::error_code ec) {
+        if (ec) return;
+        client.async_receive(asio::buffer(buffer), [&](std::error_code ec2, std::size_t) { received = ec2; });
+        srv.server->stop(); // close_notify to the client
+    });
+    io.run_for(20s);
+
+    BOOST_TEST_REQUIRE(received.has_value());
+    BOOST_TEST((*received == errc::peer_closed), received->message());
+    BOOST_TEST(!client.is_open());
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(async_close_aborts_a_waiting_receive_and_completes_once_close_notify_is_sent, Backend,
+                              all_backends)
+{
+    asio::io_context io;
+    running_server<Backend> srv(io, "127.0.0.1");
+    asio_client<Backend> client(io);
+    std::array<char, 2048> buffer{};
+    std::optional<std::error_code> received, closed, closed_again;
+    client.async_connect(client_config(), srv.endpoint(), [&](std::error_code ec) {
+        if (ec) return;
+        client.async_receive(asio::buffer(buffer), [&](std::error_code ec2, std::size_t) { received = ec2; });
+        client.async_close([&](std::error_code ec2) {
+            closed = ec2;
+            client.async_close([&](std::error_code ec3) { closed_again = ec3; });
+        });
+    });
+    // The server learns of the close from the close_notify.
+    asio::steady_timer give_up(io, 10s);
+    give_up.async_wait([&](std::error_code) { srv.server->stop(); });
+    io.run_for(1s);
+    const int closed_at_server = srv.handler.closed;
+    give_up.cancel();
+    srv.server->stop();
+    io.run_for(5s);
+
+    BOOST_TEST_REQUIRE(received.has_value());
+    BOOST_TEST((*received == asio::error::operation_aborted), received->message());
+    BOOST_TEST((closed && !*closed));
+    BOOST_TEST((closed_again && *closed_again == errc::not_open));
+    BOOST_TEST(closed_at_server == 1);
+    BOOST_TEST(srv.handler.why_closed.at(0).code == errc::peer_closed, srv.handler.why_closed.at(0).what());
+}
+
 BOOST_AUTO_TEST_CASE_TEMPLATE(operations_before_a_connect_fail_with_not_open, Backend, all_backends)
 {
     asio::io_context io;
