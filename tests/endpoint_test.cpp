@@ -583,3 +583,59 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(an_internal_error_before_the_server_hello_means_to
     p.inject_to_client(fatal_alert(80, 1));
     BOOST_TEST(p.client().error() == errc::too_many_sessions, p.client().last_failure().what());
 }
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(the_state_hook_reports_each_change_once_as_its_call_returns, Pair, all_pairs)
+{
+    auto p = make_pair<Pair>(server_config(), fast(client_config()));
+    // The in-memory handshake would finish inside start(): hold the
+    // server's answers until the hook is set (the client retransmits).
+    bool hold = true;
+    p.filter = [&](const wire_event& e) { return e.to_server || !hold; };
+    failure f;
+    BOOST_REQUIRE_MESSAGE(p.start(f), f.what());
+    BOOST_REQUIRE(p.client().state() == endpoint_state::handshaking);
+    hold = false;
+    std::vector<std::pair<endpoint_state, endpoint_state>> changes;
+    std::vector<endpoint_state> seen_by_hook;
+    p.client().set_state_hook([&](endpoint_state from, endpoint_state to) {
+        changes.emplace_back(from, to);
+        seen_by_hook.push_back(p.client().state());
+    });
+    p.run_handshake();
+    BOOST_REQUIRE_MESSAGE(p.client().is_open(), p.client().last_failure().what());
+    p.client().close(p.time.now());
+    BOOST_REQUIRE_EQUAL(changes.size(), 2u);
+    BOOST_TEST((changes[0] == std::pair{endpoint_state::handshaking, endpoint_state::open}));
+    BOOST_TEST((changes[1] == std::pair{endpoint_state::open, endpoint_state::closed}));
+    BOOST_TEST((seen_by_hook == std::vector{endpoint_state::open, endpoint_state::closed}));
+    BOOST_TEST(!p.client().pending().empty()); // the close_notify, queued before the hook ran
+}
+
+BOOST_AUTO_TEST_CASE_TEMPLATE(take_pending_hands_over_the_queued_datagrams_whole_and_in_order, Pair, all_pairs)
+{
+    auto p = make_pair<Pair>(server_config(), client_config());
+    failure f;
+    BOOST_REQUIRE_MESSAGE(p.start(f), f.what());
+    p.run_handshake();
+    BOOST_REQUIRE_MESSAGE(p.client().is_open(), p.client().last_failure().what());
+    p.client().send(as_bytes("one"), p.time.now());
+    p.client().send(as_bytes("two"), p.time.now());
+    std::vector<bytes> expected;
+    for (std::size_t i = 0; i < p.client().pending().size(); ++i)
+        expected.emplace_back(p.client().pending()[i].begin(), p.client().pending()[i].end());
+
+    datagram_queue taken;
+    taken.push(as_bytes("stale")); // what the queue held before is dropped
+    p.client().take_pending(taken);
+
+    BOOST_TEST(p.client().pending().empty());
+    BOOST_REQUIRE(taken.size() == 2u);
+    for (std::size_t i = 0; i < taken.size(); ++i)
+        BOOST_TEST((bytes(taken[i].begin(), taken[i].end()) == expected[i]), "datagram " << i);
+    // They are the datagrams send() made: the server echoes both.
+    const auto before = p.client_received.size();
+    for (std::size_t i = 0; i < taken.size(); ++i) p.inject_to_server(taken[i]);
+    BOOST_REQUIRE(p.client_received.size() == before + 2);
+    BOOST_TEST(p.client_received[before] == "one");
+    BOOST_TEST(p.client_received[before + 1] == "two");
+}

@@ -35,6 +35,7 @@
 #include <concepts>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -245,6 +246,7 @@ public:
     template <class OnData>
     void receive(std::span<const std::byte> datagram, time_point now, OnData&& on_data)
     {
+        const state_report report(*this);
         bind(now);
         ++counters_.datagrams_in;
         counters_.bytes_in += datagram.size();
@@ -273,6 +275,7 @@ public:
     // receive(), it reports through state() and last_failure().
     void on_timeout(time_point now)
     {
+        const state_report report(*this);
         bind(now);
         if (state_ == endpoint_state::closed || state_ == endpoint_state::failed) return;
         if (state_ == endpoint_state::handshaking && now >= handshake_deadline_) {
@@ -298,6 +301,7 @@ public:
     // association (last_failure() has the stack's text).
     void send(std::span<const std::byte> data, time_point now, std::error_code& ec)
     {
+        const state_report report(*this);
         bind(now);
         ec.clear();
         // Refuse rather than let the stack build a datagram over the MTU
@@ -330,6 +334,7 @@ public:
     // after a failure, does nothing.
     void close(time_point now)
     {
+        const state_report report(*this);
         bind(now);
         if (state_ == endpoint_state::open || state_ == endpoint_state::handshaking) {
             session_.close(io_);
@@ -361,6 +366,25 @@ public:
     // The datagrams drain() would hand out, for an I/O loop that looks
     // before it sends (to size a batch, say). Read-only: drain() empties it.
     const datagram_queue& pending() const noexcept { return out_; }
+
+    // Moves every queued datagram into `into` without copying a byte: the two
+    // queues trade buffers, so what `into` held is dropped and its memory
+    // holds this endpoint's next datagrams. For an asynchronous send, which
+    // must keep the datagrams alive until it completes; drain() serves a
+    // synchronous one. Taking the datagrams counts as sending them.
+    void take_pending(datagram_queue& into) noexcept
+    {
+        into.clear();
+        std::swap(out_, into);
+        counted_ = 0;
+    }
+
+    datagram_queue take_pending() noexcept
+    {
+        datagram_queue taken;
+        take_pending(taken);
+        return taken;
+    }
 
     // When on_timeout must be called next; nullopt when nothing is due.
     std::optional<time_point> next_deadline() const noexcept
@@ -401,6 +425,16 @@ public:
     session_type& native_session() noexcept { return session_; }
     void set_trace(trace_hook hook) { trace_ = std::move(hook); }
 
+    // Called as hook(from, to) when a call to receive, on_timeout, send or
+    // close changed state(), once, as that call returns: the datagrams it
+    // queued are in pending() and last_failure() says why it failed or
+    // closed. So a driver learns of open, closed and failed without asking
+    // state() after every call. The hook may call this endpoint (send, close,
+    // take_pending); an exception it throws leaves the call that ran it. An
+    // empty hook removes it.
+    using state_hook = std::function<void(endpoint_state from, endpoint_state to)>;
+    void set_state_hook(state_hook hook) { state_hook_ = std::move(hook); }
+
 private:
     endpoint(std::shared_ptr<context_type> ctx, session_type s, time_point now)
         : context_(std::move(ctx)), session_(std::move(s))
@@ -411,6 +445,28 @@ private:
         handshake_deadline_ = now + context_->settings().handshake_deadline;
         connection_ids_ = session_.connection_ids();
     }
+
+    // Reports a change of state_ to the state hook when the call that made
+    // it returns, however it returns; not while an exception unwinds it.
+    class state_report {
+    public:
+        explicit state_report(endpoint& e) noexcept
+            : endpoint_(e), before_(e.state_), exceptions_(std::uncaught_exceptions())
+        {
+        }
+        state_report(const state_report&) = delete;
+        state_report& operator=(const state_report&) = delete;
+        ~state_report() noexcept(false)
+        {
+            if (std::uncaught_exceptions() > exceptions_) return;
+            if (endpoint_.state_hook_ && endpoint_.state_ != before_) endpoint_.state_hook_(before_, endpoint_.state_);
+        }
+
+    private:
+        endpoint& endpoint_;
+        endpoint_state before_;
+        int exceptions_;
+    };
 
     // io_ points into this object, which may have moved since the last call.
     void bind(time_point now) noexcept
@@ -743,6 +799,7 @@ private:
     bool queue_released_ = false; // out_ given back after the handshake (drain)
     datagram_io io_;
     trace_hook trace_;
+    state_hook state_hook_;
     connection_ids connection_ids_;
     endpoint_state state_ = endpoint_state::handshaking;
     failure failure_;

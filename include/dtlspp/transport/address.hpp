@@ -204,6 +204,20 @@ public:
         return result;
     }
 
+    // Adopts an address from any socket API that speaks sockaddr (recvfrom,
+    // getpeername, an Asio endpoint's data() and size()). nullopt for a null
+    // pointer, a family other than IPv4/IPv6, or a length too short for the
+    // family it names. The bytes are copied: `address` need not outlive the call.
+    static std::optional<peer_address> from_native(const sockaddr* address, std::size_t length) noexcept {
+        if (address == nullptr) {
+            return std::nullopt;
+        }
+        detail::native_storage storage;
+        std::memset(&storage, 0, sizeof storage);
+        const std::size_t copied = length < sizeof storage ? length : sizeof storage;
+        std::memcpy(&storage, address, copied);
+        return from_native(storage, static_cast<detail::native_length>(copied));
+    }
     address_family family() const noexcept {
         switch (detail::family_of(storage_)) {
         case detail::ipv4_family: return address_family::ipv4;
@@ -243,6 +257,10 @@ public:
     }
 
     detail::native_length native_address_length() const noexcept { return length_; }
+    // The size of native_address() in bytes (that of a sockaddr_in or a
+    // sockaddr_in6), as sendto or an Asio endpoint's resize() take it; 0 for
+    // a default-constructed address.
+    std::size_t native_address_size() const noexcept { return static_cast<std::size_t>(length_); }
 
     friend bool operator==(const peer_address& left, const peer_address& right) noexcept {
         // Link-local IPv6 peers on different interfaces are different peers
