@@ -2,7 +2,8 @@
 """The C++ code blocks of a Markdown file, as files the build compiles.
 
   readme_snippets.py list FILE          one line per ```cpp block: its kind
-                                        ("asio" when it includes
+                                        ("coroutines" when it uses co_await,
+                                        "asio" when it includes
                                         <dtlspp/asio.hpp>, else "core")
   readme_snippets.py extract FILE DIR   writes DIR/readme_snippet_N.cpp
 
@@ -25,6 +26,8 @@ def blocks(path):
 
 
 def kind(code):
+    if "co_await" in code:
+        return "coroutines"
     return "asio" if "<dtlspp/asio.hpp>" in code else "core"
 
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // The Asio adapter: a DTLS client and server over Asio UDP sockets, with
 // completion tokens (callbacks, asio::use_future, asio::use_awaitable).
 //
@@ -8,6 +9,8 @@
 // Standalone Asio by default; define DTLSPP_ASIO_BOOST for Boost.Asio
 // (asio/detail/net.hpp says what differs).
 #pragma once
+
+#include <dtlspp/version.hpp>
 
 #include <dtlspp/asio/address.hpp>
 #include <dtlspp/asio/client.hpp>

@@ -1,7 +1,10 @@
+// SPDX-License-Identifier: MIT
 // peer_address to and from Asio's UDP endpoint. Both hold a native socket
 // address, so each conversion is one copy of a sockaddr_in or sockaddr_in6
 // (scope id included) and never reaches a resolver.
 #pragma once
+
+#include <dtlspp/version.hpp>
 
 #include <dtlspp/asio/detail/net.hpp>
 #include <dtlspp/transport/address.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dtlspp::asio_client<Backend>: one DTLS client association over an Asio UDP
 // socket, with completion tokens: a callback, asio::use_future and
 // asio::use_awaitable (C++20 coroutines) all work, as with Asio's own
@@ -20,6 +21,8 @@
 // no async_receive waits for it: the stack reuses that buffer for the next
 // record, and an Asio buffer must stay valid until its operation completes.
 #pragma once
+
+#include <dtlspp/version.hpp>
 
 #include <dtlspp/asio/address.hpp>
 #include <dtlspp/asio/detail/net.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // dtlspp::asio_server<Backend>: many DTLS associations on one Asio UDP
 // socket, driven by the sans-I/O dtlspp::server<Backend>.
 //
@@ -19,6 +20,8 @@
 // the next call, and an asynchronous send needs its bytes until it
 // completes. Received datagrams are read in place, at most 64 at a time.
 #pragma once
+
+#include <dtlspp/version.hpp>
 
 #include <dtlspp/asio/address.hpp>
 #include <dtlspp/asio/detail/net.hpp>

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: MIT
 // Which Asio the adapter runs on, and the one piece of machinery its
 // operations share: a completion handler kept until its operation ends.
 //
@@ -8,6 +9,8 @@
 // there a std::error_code is handed over as a value (the result of co_await
 // or of the future), not thrown.
 #pragma once
+
+#include <dtlspp/version.hpp>
 
 #if defined(DTLSPP_ASIO_BOOST)
 // Boost 1.74's asio/awaitable.hpp uses std::exchange without including
