@@ -4,8 +4,9 @@
 //   echo_server_asio --listen 127.0.0.1:4433 --cert server.pem --key server.key
 //   echo_server_asio --listen [::1]:4433 --psk client1:00112233445566778899aabbccddeeff
 //
-// echo_client talks to it as to echo_server. A compiler without coroutines
-// (clang 14 with libstdc++) builds the same server with callbacks.
+// echo_client talks to it as to echo_server. Where Asio has no co_await
+// (Asio 1.22 under clang 14 with libstdc++), the same server is built with
+// callbacks.
 #include "backends.hpp"
 #include "echo.hpp"
 
