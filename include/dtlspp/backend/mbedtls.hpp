@@ -17,6 +17,7 @@
 #include <dtlspp/backend/mbedtls/detail_errors.hpp>
 #include <dtlspp/backend/mbedtls/detail_io.hpp>
 #include <dtlspp/backend/mbedtls/detail_ip_san.hpp>
+#include <dtlspp/backend/mbedtls/detail_srtp.hpp>
 #include <dtlspp/config.hpp>
 #include <dtlspp/detail/checks.hpp>
 #include <dtlspp/detail/cookie.hpp>
@@ -53,9 +54,12 @@ struct mbedtls_backend {
 
     static constexpr std::string_view name = "mbedtls";
     // Timers run on datagram_io::now (mbedtls_ssl_set_timer_cb). Connection
-    // ID only on 3.x (detail_compat.hpp).
+    // ID only on 3.x (detail_compat.hpp). SRTP: all four profiles, the
+    // client's order wins (detail_srtp.hpp).
     static constexpr backend_traits traits{timer_clock::caller, detail::mbedtls::has_connection_id, {true, false},
-                                           MBEDTLS_SSL_IN_CONTENT_LEN, detail::mbedtls::contexts_on_threads};
+                                           MBEDTLS_SSL_IN_CONTENT_LEN, detail::mbedtls::contexts_on_threads,
+                                           {detail::mbedtls::has_srtp, detail::mbedtls::has_srtp, false,
+                                            detail::mbedtls::has_exporter}};
 
     static std::string version();
     static std::shared_ptr<context> make_context(const config& cfg, failure& f);
@@ -174,11 +178,15 @@ private:
         log_master_secret(*static_cast<context*>(self), secret, client_random);
     }
 #else
+    // 2.28 also keeps the secrets for RFC 5705 export here
+    // (detail_srtp.hpp), so this callback is always set.
     static int export_keys(void* self, const unsigned char* master_secret, const unsigned char*, std::size_t,
-                           std::size_t, std::size_t, const unsigned char client_random[32], const unsigned char[32],
-                           mbedtls_tls_prf_types) noexcept
+                           std::size_t, std::size_t, const unsigned char client_random[32],
+                           const unsigned char server_random[32], mbedtls_tls_prf_types prf) noexcept
     {
-        log_master_secret(*static_cast<context*>(self), master_secret, client_random);
+        detail::mbedtls::capture_secrets(master_secret, client_random, server_random, prf);
+        auto& ctx = *static_cast<context*>(self);
+        if (ctx.key_log_) log_master_secret(ctx, master_secret, client_random);
         return 0;
     }
 #endif
@@ -337,8 +345,10 @@ private:
                 return invalid("alpn: " + detail::mbedtls::error_text(ret));
         }
 
+        if (auto f = detail::mbedtls::configure_srtp(conf_, cfg, srtp_profiles_)) return f;
+
 #if MBEDTLS_VERSION_NUMBER < 0x03000000
-        if (key_log_) mbedtls_ssl_conf_export_keys_ext_cb(&conf_, &context::export_keys, this);
+        mbedtls_ssl_conf_export_keys_ext_cb(&conf_, &context::export_keys, this);
 #endif
 
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000 && defined(MBEDTLS_SSL_DTLS_CONNECTION_ID)
@@ -450,6 +460,7 @@ private:
     std::vector<int> ciphersuites_;
     std::vector<std::string> alpn_names_;
     std::vector<const char*> alpn_list_;
+    detail::mbedtls::srtp_profile_list srtp_profiles_{}; // conf_ points at it
 };
 
 // ---------------------------------------------------------------------------
@@ -629,6 +640,23 @@ public:
         ids.peer = as_bytes(peer.data(), peer_length);
 #endif
         return ids;
+    }
+
+    std::optional<dtlspp::srtp_profile> srtp_profile() const
+    {
+        return detail::mbedtls::negotiated_srtp_profile(state_->ssl);
+    }
+
+    // The caller checked the session is open and the request well formed
+    // (detail/keying_material.hpp). The call per version: detail_srtp.hpp.
+    failure export_keying_material(std::string_view label, std::optional<std::span<const std::byte>> context,
+                                   std::span<std::byte> out) const
+    {
+#if MBEDTLS_VERSION_NUMBER < 0x03000000
+        return detail::mbedtls::export_keying_material(state_->ssl, state_->exporter, label, context, out);
+#else
+        return detail::mbedtls::export_keying_material(state_->ssl, label, context, out);
+#endif
     }
 
     std::string cipher_suite() const
@@ -903,5 +931,6 @@ inline std::optional<mbedtls_backend::listener> mbedtls_backend::make_listener(c
 }
 
 static_assert(backend<mbedtls_backend>);
+static_assert(keying_material_backend<mbedtls_backend>);
 
 } // namespace dtlspp

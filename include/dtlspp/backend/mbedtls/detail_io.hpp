@@ -12,6 +12,7 @@
 #pragma once
 
 #include <dtlspp/backend/concept.hpp>
+#include <dtlspp/backend/mbedtls/detail_srtp.hpp>
 
 #include <mbedtls/ssl.h>
 
@@ -24,6 +25,7 @@
 #include <new>
 #include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace dtlspp::detail::mbedtls {
@@ -40,6 +42,10 @@ struct ssl_state {
     // put in the records they send us. Possibly empty while enabled.
     std::vector<unsigned char> own_connection_id;
     bool connection_id_enabled = false;
+#if MBEDTLS_VERSION_NUMBER < 0x03000000
+    // 2.28: this session's secrets for RFC 5705 export (detail_srtp.hpp).
+    exporter_secrets exporter;
+#endif
 
     // Bound for the duration of one backend call (io_binding).
     datagram_io* io = nullptr;
@@ -176,6 +182,10 @@ public:
         state_.io = &io;
         state_.sink = sink;
         state_.now = io.now;
+#if MBEDTLS_VERSION_NUMBER < 0x03000000
+        // Keys derived during this call are this state's (detail_srtp.hpp).
+        previous_secrets_ = std::exchange(capturing_secrets, &state.exporter);
+#endif
     }
     ~io_binding()
     {
@@ -191,6 +201,9 @@ public:
         io_.input = {};
         state_.io = nullptr;
         state_.sink = nullptr;
+#if MBEDTLS_VERSION_NUMBER < 0x03000000
+        capturing_secrets = previous_secrets_;
+#endif
     }
     io_binding(const io_binding&) = delete;
     io_binding& operator=(const io_binding&) = delete;
@@ -202,6 +215,9 @@ private:
     ssl_state& state_;
     datagram_io& io_;
     bool keep_unread_;
+#if MBEDTLS_VERSION_NUMBER < 0x03000000
+    exporter_secrets* previous_secrets_ = nullptr;
+#endif
 };
 
 } // namespace dtlspp::detail::mbedtls
