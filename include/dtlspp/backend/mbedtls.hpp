@@ -59,7 +59,7 @@ struct mbedtls_backend {
     static constexpr backend_traits traits{timer_clock::caller, detail::mbedtls::has_connection_id, {true, false},
                                            MBEDTLS_SSL_IN_CONTENT_LEN, detail::mbedtls::contexts_on_threads,
                                            {detail::mbedtls::has_srtp, detail::mbedtls::has_srtp, false,
-                                            detail::mbedtls::has_exporter}};
+                                            true}};
 
     static std::string version();
     static std::shared_ptr<context> make_context(const config& cfg, failure& f);
@@ -169,17 +169,19 @@ private:
     // master secret (RFC 5246 §8.1). The callback that delivers them changed
     // in 3.0: per context (mbedtls_ssl_set_export_keys_cb) and typed by
     // secret, where 2.28 has one per config (mbedtls_ssl_conf_export_keys_ext_cb).
+    // The same callback keeps each session's secrets for RFC 5705 export
+    // (detail_srtp.hpp), so it is always set.
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000
     static void export_keys(void* self, mbedtls_ssl_key_export_type type, const unsigned char* secret,
-                            std::size_t secret_length, const unsigned char client_random[32], const unsigned char[32],
-                            mbedtls_tls_prf_types) noexcept
+                            std::size_t secret_length, const unsigned char client_random[32],
+                            const unsigned char server_random[32], mbedtls_tls_prf_types prf) noexcept
     {
         if (type != MBEDTLS_SSL_KEY_EXPORT_TLS12_MASTER_SECRET || secret_length != 48) return;
-        log_master_secret(*static_cast<context*>(self), secret, client_random);
+        detail::mbedtls::capture_secrets(secret, client_random, server_random, prf);
+        auto& ctx = *static_cast<context*>(self);
+        if (ctx.key_log_) log_master_secret(ctx, secret, client_random);
     }
 #else
-    // 2.28 also keeps the secrets for RFC 5705 export here
-    // (detail_srtp.hpp), so this callback is always set.
     static int export_keys(void* self, const unsigned char* master_secret, const unsigned char*, std::size_t,
                            std::size_t, std::size_t, const unsigned char client_random[32],
                            const unsigned char server_random[32], mbedtls_tls_prf_types prf) noexcept
@@ -396,7 +398,7 @@ private:
         state->max_datagram = max_udp_payload_;
         state->timer_cap = settings_.max_retransmission_timeout;
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000
-        if (key_log_) mbedtls_ssl_set_export_keys_cb(&state->ssl, &context::export_keys, this);
+        mbedtls_ssl_set_export_keys_cb(&state->ssl, &context::export_keys, this);
 #endif
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000 && defined(MBEDTLS_SSL_DTLS_CONNECTION_ID)
         if (connection_id_length_) {
@@ -648,15 +650,12 @@ public:
     }
 
     // The caller checked the session is open and the request well formed
-    // (detail/keying_material.hpp). The call per version: detail_srtp.hpp.
+    // (detail/keying_material.hpp). mbedtls_ssl_tls_prf over the secrets
+    // the key export callback handed over (detail_srtp.hpp).
     failure export_keying_material(std::string_view label, std::optional<std::span<const std::byte>> context,
                                    std::span<std::byte> out) const
     {
-#if MBEDTLS_VERSION_NUMBER < 0x03000000
-        return detail::mbedtls::export_keying_material(state_->ssl, state_->exporter, label, context, out);
-#else
-        return detail::mbedtls::export_keying_material(state_->ssl, label, context, out);
-#endif
+        return detail::mbedtls::export_keying_material(state_->exporter, label, context, out);
     }
 
     std::string cipher_suite() const

@@ -13,9 +13,10 @@
 
 namespace dtlspp::detail {
 
-// The most bytes one export may ask for. RFC 5705 sets no bound, but
-// mbedTLS 3.6 refuses more than this (MBEDTLS_SSL_EXPORT_MAX_KEY_LEN,
-// ssl.h), so it is the bound on every stack.
+// The most bytes one export may ask for. RFC 5705 sets no bound; this is
+// mbedTLS 3.6's exporter's (MBEDTLS_SSL_EXPORT_MAX_KEY_LEN, ssl.h: what
+// TLS 1.3 with SHA-256 can give), far above any key, and one bound on
+// every stack keeps a program portable between them.
 inline constexpr std::size_t max_exported_length = 8160;
 
 // The PRF labels TLS 1.2 itself uses (RFC 5246 §§6.3, 7.4.9, 8.1;

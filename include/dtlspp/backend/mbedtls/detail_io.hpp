@@ -42,10 +42,8 @@ struct ssl_state {
     // put in the records they send us. Possibly empty while enabled.
     std::vector<unsigned char> own_connection_id;
     bool connection_id_enabled = false;
-#if MBEDTLS_VERSION_NUMBER < 0x03000000
-    // 2.28: this session's secrets for RFC 5705 export (detail_srtp.hpp).
+    // This session's secrets for RFC 5705 export (detail_srtp.hpp).
     exporter_secrets exporter;
-#endif
 
     // Bound for the duration of one backend call (io_binding).
     datagram_io* io = nullptr;
@@ -182,10 +180,8 @@ public:
         state_.io = &io;
         state_.sink = sink;
         state_.now = io.now;
-#if MBEDTLS_VERSION_NUMBER < 0x03000000
         // Keys derived during this call are this state's (detail_srtp.hpp).
         previous_secrets_ = std::exchange(capturing_secrets, &state.exporter);
-#endif
     }
     ~io_binding()
     {
@@ -201,9 +197,7 @@ public:
         io_.input = {};
         state_.io = nullptr;
         state_.sink = nullptr;
-#if MBEDTLS_VERSION_NUMBER < 0x03000000
         capturing_secrets = previous_secrets_;
-#endif
     }
     io_binding(const io_binding&) = delete;
     io_binding& operator=(const io_binding&) = delete;
@@ -215,9 +209,7 @@ private:
     ssl_state& state_;
     datagram_io& io_;
     bool keep_unread_;
-#if MBEDTLS_VERSION_NUMBER < 0x03000000
     exporter_secrets* previous_secrets_ = nullptr;
-#endif
 };
 
 } // namespace dtlspp::detail::mbedtls

@@ -7,15 +7,19 @@
 // client's list that it accepts (ssl_parse_use_srtp_ext walks the client's
 // list outermost), where OpenSSL picks by its own list.
 //
-// Export: 3.6 has mbedtls_ssl_export_keying_material, TLS 1.2 included,
-// when built with MBEDTLS_SSL_KEYING_MATERIAL_EXPORT (on by default).
-// 2.28 has no exporter: its key export callback
-// (mbedtls_ssl_conf_export_keys_ext_cb) hands over the master secret, both
-// randoms and the PRF while the keys are derived, and RFC 5705 §4 is then
-// that PRF over them (mbedtls_ssl_tls_prf). That callback belongs to the
+// Export, the same way on both versions: the key export callback
+// (mbedtls_ssl_conf_export_keys_ext_cb on 2.28, mbedtls_ssl_set_export_keys_cb
+// on 3.6) hands over the master secret, both randoms and the PRF while the
+// keys are derived, and RFC 5705 §4 is that PRF over them
+// (mbedtls_ssl_tls_prf). 2.28 has no exporter of its own. 3.6's
+// mbedtls_ssl_export_keying_material is not used: it reads ssl->transform,
+// which is still NULL on the side that sent the last flight (mbedTLS keeps
+// the handshake for a retransmission and switches transforms only when the
+// peer's next record arrives), so a server that exported right after its
+// handshake crashed (observed with 3.6.6). 2.28's callback belongs to the
 // config, shared by every session of it, so io_binding marks whose
 // handshake the running call drives (capturing_secrets) and the callback
-// stores them there.
+// stores the secrets there; 3.6 goes through the same path.
 #pragma once
 
 #include <dtlspp/backend/mbedtls/detail_compat.hpp>
@@ -46,12 +50,6 @@ inline constexpr bool has_srtp = true;
 inline constexpr bool has_srtp = false;
 #endif
 
-#if MBEDTLS_VERSION_NUMBER < 0x03000000 || defined(MBEDTLS_SSL_KEYING_MATERIAL_EXPORT)
-inline constexpr bool has_exporter = true;
-#else
-inline constexpr bool has_exporter = false;
-#endif
-
 // dtlspp's profiles are the IANA numbers, as mbedTLS's are; the list is
 // terminated by MBEDTLS_TLS_SRTP_UNSET (0) and must outlive the config
 // (ssl.h, mbedtls_ssl_conf_dtls_srtp_protection_profiles keeps the pointer).
@@ -62,10 +60,6 @@ inline failure configure_srtp([[maybe_unused]] mbedtls_ssl_config& conf, const c
                               [[maybe_unused]] srtp_profile_list& list)
 {
     if (c.srtp_profiles.empty()) return {};
-    if (!has_exporter)
-        return make_failure(errc::config_invalid,
-                            "srtp_profiles: this mbedTLS is built without MBEDTLS_SSL_KEYING_MATERIAL_EXPORT, so "
-                            "no SRTP key could be exported");
 #if defined(MBEDTLS_SSL_DTLS_SRTP)
     if (c.srtp_profiles.size() + 1 > list.size())
         return make_failure(errc::config_invalid, "srtp_profiles: more than 4");
@@ -96,8 +90,7 @@ inline std::optional<srtp_profile> negotiated_srtp_profile([[maybe_unused]] cons
 #endif
 }
 
-#if MBEDTLS_VERSION_NUMBER < 0x03000000
-// What 2.28's key export callback hands over, kept by each session for
+// What the key export callback hands over, kept by each session for
 // export_keying_material; wiped when the session goes.
 struct exporter_secrets {
     std::array<unsigned char, 48> master_secret{};
@@ -127,20 +120,15 @@ inline void capture_secrets(const unsigned char* master_secret, const unsigned c
     into->prf = prf;
     into->captured = true;
 }
-#endif
 
 // RFC 5705 §4 for one established session: PRF(master_secret, label,
-// client_random + server_random [+ context_length + context]). 2.28:
-// mbedtls_ssl_tls_prf over the captured secrets; 3.6:
-// mbedtls_ssl_export_keying_material.
-#if MBEDTLS_VERSION_NUMBER < 0x03000000
-inline failure export_keying_material(const mbedtls_ssl_context&, const exporter_secrets& secrets,
-                                      std::string_view label, std::optional<std::span<const std::byte>> context,
-                                      std::span<std::byte> out)
+// client_random + server_random [+ context_length + context]), through
+// mbedtls_ssl_tls_prf.
+inline failure export_keying_material(const exporter_secrets& secrets, std::string_view label,
+                                      std::optional<std::span<const std::byte>> context, std::span<std::byte> out)
 {
     if (!secrets.captured)
-        return make_failure(errc::internal, "mbedTLS did not hand over the session's secrets "
-                                            "(mbedtls_ssl_conf_export_keys_ext_cb)");
+        return make_failure(errc::internal, "mbedTLS did not hand over the session's secrets (key export callback)");
     std::vector<unsigned char> seed(secrets.randoms.begin(), secrets.randoms.end());
     if (context) {
         seed.push_back(static_cast<unsigned char>(context->size() >> 8));
@@ -148,34 +136,12 @@ inline failure export_keying_material(const mbedtls_ssl_context&, const exporter
         const auto* bytes = reinterpret_cast<const unsigned char*>(context->data());
         seed.insert(seed.end(), bytes, bytes + context->size());
     }
-    const std::string terminated(label); // 2.28's PRF takes a C string (ssl.h)
+    const std::string terminated(label); // the PRF takes a C string (ssl.h)
     const int ret = mbedtls_ssl_tls_prf(secrets.prf, secrets.master_secret.data(), secrets.master_secret.size(),
                                         terminated.c_str(), seed.data(), seed.size(),
                                         reinterpret_cast<unsigned char*>(out.data()), out.size());
     if (ret != 0) return make_failure(errc::internal, "mbedtls_ssl_tls_prf: " + error_text(ret));
     return {};
 }
-#else
-inline failure export_keying_material([[maybe_unused]] const mbedtls_ssl_context& ssl, std::string_view label,
-                                      [[maybe_unused]] std::optional<std::span<const std::byte>> context,
-                                      [[maybe_unused]] std::span<std::byte> out)
-{
-#if defined(MBEDTLS_SSL_KEYING_MATERIAL_EXPORT)
-    static constexpr unsigned char none = 0; // a valid pointer for an empty context
-    const auto* bytes = context && !context->empty() ? reinterpret_cast<const unsigned char*>(context->data()) : &none;
-    // The call takes a non-const context but only reads it (ssl_tls.c).
-    const int ret = mbedtls_ssl_export_keying_material(
-        const_cast<mbedtls_ssl_context*>(&ssl), reinterpret_cast<std::uint8_t*>(out.data()), out.size(),
-        label.data(), label.size(), bytes, context ? context->size() : 0, context ? 1 : 0);
-    if (ret != 0)
-        return make_failure(errc::internal, "mbedtls_ssl_export_keying_material: " + error_text(ret));
-    return {};
-#else
-    (void)label;
-    return make_failure(errc::export_refused,
-                        "this mbedTLS is built without MBEDTLS_SSL_KEYING_MATERIAL_EXPORT");
-#endif
-}
-#endif
 
 } // namespace dtlspp::detail::mbedtls
