@@ -380,10 +380,9 @@ public:
     //   over 65535 bytes, `out` empty or over 8160 bytes, or a stack built
     //   without export (backend_traits::srtp.exports_keying_material);
     // - errc::internal: the stack's call failed.
-    // Calls SSL_export_keying_material (OpenSSL),
-    // mbedtls_ssl_export_keying_material (mbedTLS 3.6) or mbedtls_ssl_tls_prf
-    // over the secrets mbedtls_ssl_conf_export_keys_ext_cb handed over
-    // (mbedTLS 2.28).
+    // Calls SSL_export_keying_material (OpenSSL) or mbedtls_ssl_tls_prf over
+    // the secrets mbedTLS's key export callback handed over
+    // (backend/mbedtls/detail_srtp.hpp).
     void export_keying_material(std::string_view label, std::optional<std::span<const std::byte>> context,
                                 std::span<std::byte> out, failure& f) const
         requires keying_material_backend<Backend>
@@ -441,19 +440,7 @@ public:
         const auto lengths = key_lengths(*profile);
         std::vector<std::byte> block(2 * (lengths.master_key + lengths.master_salt));
         export_keying_material(srtp_exporter_label, std::nullopt, block, f);
-        if (!f) {
-            auto take = [&, at = std::size_t{0}](std::size_t n) mutable {
-                std::vector<std::byte> part(block.begin() + static_cast<std::ptrdiff_t>(at),
-                                            block.begin() + static_cast<std::ptrdiff_t>(at + n));
-                at += n;
-                return part;
-            };
-            keys.profile = *profile;
-            keys.client_master_key = take(lengths.master_key);
-            keys.server_master_key = take(lengths.master_key);
-            keys.client_master_salt = take(lengths.master_salt);
-            keys.server_master_salt = take(lengths.master_salt);
-        }
+        if (!f) keys = split_srtp_keying_material(*profile, block);
         detail::wipe(block);
         return keys;
     }

@@ -5,6 +5,7 @@
 #include <dtlspp/config.hpp>
 
 #include <cstddef>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -47,5 +48,27 @@ struct srtp_keying_material {
     std::vector<std::byte> server_master_key;
     std::vector<std::byte> server_master_salt;
 };
+
+// Splits an exported block of 2 × (key + salt) bytes as RFC 5764 §4.2
+// lays it out; a shorter block leaves the missing parts empty.
+inline srtp_keying_material split_srtp_keying_material(srtp_profile p, std::span<const std::byte> block)
+{
+    const auto lengths = key_lengths(p);
+    std::size_t at = 0;
+    auto take = [&](std::size_t n) {
+        if (at + n > block.size()) return std::vector<std::byte>();
+        std::vector<std::byte> part(block.begin() + static_cast<std::ptrdiff_t>(at),
+                                    block.begin() + static_cast<std::ptrdiff_t>(at + n));
+        at += n;
+        return part;
+    };
+    srtp_keying_material keys;
+    keys.profile = p;
+    keys.client_master_key = take(lengths.master_key);
+    keys.server_master_key = take(lengths.master_key);
+    keys.client_master_salt = take(lengths.master_salt);
+    keys.server_master_salt = take(lengths.master_salt);
+    return keys;
+}
 
 } // namespace dtlspp
