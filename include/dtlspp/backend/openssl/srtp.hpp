@@ -5,7 +5,7 @@
 // (d1_srtp.c, srtp_known_profiles): SSL_CTX_set_tlsext_use_srtp refuses
 // "SRTP_NULL_SHA1_80" although srtp.h defines its number. A server picks
 // the first profile of its own list that the client offered
-// (ssl_parse_clienthello_use_srtp_ext).
+// (tls_parse_ctos_use_srtp, statem/extensions_srvr.c).
 #pragma once
 
 #include <dtlspp/config.hpp>
