@@ -58,6 +58,31 @@ enum class peer_verification {
 // secrecy (ECDHE + AES-GCM or ChaCha20-Poly1305), or PSK + AEAD with a PSK.
 enum class cipher_policy { aead_only };
 
+// DTLS-SRTP protection profiles (RFC 5764 §4.1.2), valued as their IANA
+// code points. Only the profiles both OpenSSL and mbedTLS define are here;
+// the RFC 7714 AES-GCM profiles are absent because mbedTLS has none. OpenSSL
+// has no NULL-cipher profile: asking an OpenSSL context for one fails with
+// errc::config_invalid (docs/backends.md).
+enum class srtp_profile : std::uint16_t {
+    aes128_cm_hmac_sha1_80 = 0x0001,
+    aes128_cm_hmac_sha1_32 = 0x0002,
+    null_hmac_sha1_80 = 0x0005,
+    null_hmac_sha1_32 = 0x0006,
+};
+
+// The RFC's name of a profile ("SRTP_AES128_CM_HMAC_SHA1_80"); empty for a
+// value that is none of the above.
+inline std::string_view to_string(srtp_profile p) noexcept
+{
+    switch (p) {
+    case srtp_profile::aes128_cm_hmac_sha1_80: return "SRTP_AES128_CM_HMAC_SHA1_80";
+    case srtp_profile::aes128_cm_hmac_sha1_32: return "SRTP_AES128_CM_HMAC_SHA1_32";
+    case srtp_profile::null_hmac_sha1_80: return "SRTP_NULL_HMAC_SHA1_80";
+    case srtp_profile::null_hmac_sha1_32: return "SRTP_NULL_HMAC_SHA1_32";
+    }
+    return {};
+}
+
 struct config {
     dtlspp::role role = role::client;
 
@@ -127,6 +152,15 @@ struct config {
 
     // ALPN protocol names offered (clients) or accepted (servers).
     std::vector<std::string> alpn;
+
+    // DTLS-SRTP (RFC 5764): the SRTP protection profiles a client offers in
+    // its use_srtp extension, or a server accepts, most preferred first.
+    // Empty: no use_srtp extension. A server that shares no profile with
+    // the client completes the handshake without SRTP (RFC 5764 §4.1.1: it
+    // omits the extension), so check endpoint::srtp_profile() once open.
+    // Which side's order wins is the server stack's choice
+    // (backend_traits::srtp_server_order). At most 4 profiles, none twice.
+    std::vector<srtp_profile> srtp_profiles;
 
     // Called with one line of the NSS key log format ("CLIENT_RANDOM <client
     // random> <master secret>", hex) per handshake, so Wireshark can decrypt
@@ -227,6 +261,18 @@ inline failure validate(const config& c)
     for (const auto& protocol : c.alpn)
         if (protocol.empty() || protocol.size() > 255)
             return bad("alpn: each protocol name must be 1 to 255 bytes");
+
+    for (std::size_t i = 0; i < c.srtp_profiles.size(); ++i) {
+        const auto p = c.srtp_profiles[i];
+        if (to_string(p).empty())
+            return bad("srtp_profiles: " + std::to_string(static_cast<unsigned>(p)) +
+                       " is not a known SRTP protection profile");
+        for (std::size_t j = 0; j < i; ++j)
+            if (c.srtp_profiles[j] == p) return bad("srtp_profiles: " + std::string(to_string(p)) + " is listed twice");
+    }
+    // mbedTLS takes at most 4 (MBEDTLS_TLS_SRTP_MAX_PROFILE_LIST_LENGTH), and
+    // there are only 4 distinct ones: a longer list has a duplicate, caught
+    // above.
 
     return {};
 }

@@ -26,7 +26,9 @@
 #include <dtlspp/config.hpp>
 #include <dtlspp/detail/admission.hpp>
 #include <dtlspp/detail/checks.hpp>
+#include <dtlspp/detail/keying_material.hpp>
 #include <dtlspp/error.hpp>
+#include <dtlspp/srtp.hpp>
 #include <dtlspp/trace.hpp>
 
 #include <algorithm>
@@ -45,6 +47,7 @@
 #include <system_error>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 namespace dtlspp {
 
@@ -434,6 +437,118 @@ public:
     // empty hook removes it.
     using state_hook = std::function<void(endpoint_state from, endpoint_state to)>;
     void set_state_hook(state_hook hook) { state_hook_ = std::move(hook); }
+
+    // DTLS-SRTP and keying material export, once the association is open
+    // (backend/concept.hpp, keying_material_backend).
+
+    // The SRTP protection profile negotiated (RFC 5764 §4.1.1); nullopt
+    // unless open, without config::srtp_profiles, or when the two sides
+    // shared no profile (the handshake then completes without SRTP). Calls
+    // SSL_get_selected_srtp_profile (OpenSSL) or
+    // mbedtls_ssl_get_dtls_srtp_negotiation_result (mbedTLS).
+    std::optional<dtlspp::srtp_profile> srtp_profile() const
+        requires keying_material_backend<Backend>
+    {
+        if (state_ != endpoint_state::open) return std::nullopt;
+        return session_.srtp_profile();
+    }
+
+    // Fills `out` with keying material exported under `label` (RFC 5705
+    // §4): the same bytes on both sides of the association, and different
+    // ones for another label or context. `context` nullopt means no context,
+    // which RFC 5705 distinguishes from an empty one. On error `out` is
+    // zeroed and f says why:
+    // - errc::not_open: the handshake is not complete, or the association
+    //   closed or failed;
+    // - errc::export_refused: a reserved label ("client finished", "server
+    //   finished", "master secret", "extended master secret", "key
+    //   expansion", or one starting so), a label with a NUL byte, a context
+    //   over 65535 bytes, `out` empty or over 8160 bytes, or a stack built
+    //   without export (backend_traits::srtp.exports_keying_material);
+    // - errc::internal: the stack's call failed.
+    // Calls SSL_export_keying_material (OpenSSL) or mbedtls_ssl_tls_prf over
+    // the secrets mbedTLS's key export callback handed over
+    // (backend/mbedtls/detail_srtp.hpp).
+    void export_keying_material(std::string_view label, std::optional<std::span<const std::byte>> context,
+                                std::span<std::byte> out, failure& f) const
+        requires keying_material_backend<Backend>
+    {
+        f = {};
+        if (state_ != endpoint_state::open)
+            f = make_failure(errc::not_open, std::string("export_keying_material: the association is ") +
+                                                 std::string(to_string(state_)) + ", not open");
+        else if (auto refusal = detail::check_export(label, context, out.size()))
+            f = std::move(refusal);
+        else
+            f = session_.export_keying_material(label, context, out);
+        if (f) detail::wipe(out);
+    }
+
+    void export_keying_material(std::string_view label, std::optional<std::span<const std::byte>> context,
+                                std::span<std::byte> out, std::error_code& ec) const
+        requires keying_material_backend<Backend>
+    {
+        failure f;
+        export_keying_material(label, context, out, f);
+        ec = f.code;
+    }
+
+    // Throws dtlspp::error with the errors above.
+    void export_keying_material(std::string_view label, std::optional<std::span<const std::byte>> context,
+                                std::span<std::byte> out) const
+        requires keying_material_backend<Backend>
+    {
+        failure f;
+        export_keying_material(label, context, out, f);
+        if (f) throw dtlspp::error(f);
+    }
+
+    // The SRTP master keys and salts (RFC 5764 §4.2): 2 × (key + salt)
+    // bytes exported under "EXTRACTOR-dtls_srtp" with no context, split
+    // into the client's and the server's, at the negotiated profile's
+    // lengths (dtlspp/srtp.hpp). Errors: those of export_keying_material,
+    // and errc::export_refused when no SRTP profile was negotiated. Makes
+    // the same native calls.
+    srtp_keying_material srtp_keys(failure& f) const
+        requires keying_material_backend<Backend>
+    {
+        f = {};
+        srtp_keying_material keys;
+        const auto profile = srtp_profile();
+        if (!profile) {
+            f = state_ != endpoint_state::open
+                    ? make_failure(errc::not_open, std::string("srtp_keys: the association is ") +
+                                                       std::string(to_string(state_)) + ", not open")
+                    : make_failure(errc::export_refused,
+                                   "srtp_keys: no SRTP profile was negotiated (none asked for, or none in common)");
+            return keys;
+        }
+        const auto lengths = key_lengths(*profile);
+        std::vector<std::byte> block(2 * (lengths.master_key + lengths.master_salt));
+        export_keying_material(srtp_exporter_label, std::nullopt, block, f);
+        if (!f) keys = split_srtp_keying_material(*profile, block);
+        detail::wipe(block);
+        return keys;
+    }
+
+    srtp_keying_material srtp_keys(std::error_code& ec) const
+        requires keying_material_backend<Backend>
+    {
+        failure f;
+        auto keys = srtp_keys(f);
+        ec = f.code;
+        return keys;
+    }
+
+    // Throws dtlspp::error with the errors above.
+    srtp_keying_material srtp_keys() const
+        requires keying_material_backend<Backend>
+    {
+        failure f;
+        auto keys = srtp_keys(f);
+        if (f) throw dtlspp::error(f);
+        return keys;
+    }
 
 private:
     endpoint(std::shared_ptr<context_type> ctx, session_type s, time_point now)

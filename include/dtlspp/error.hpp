@@ -36,6 +36,10 @@ enum class errc {
     peer_unreachable,     // the network reported that nothing listens at the peer's address (ICMP)
     // Anything the backend reported that has no better condition.
     internal,
+    // Keying material export (RFC 5705, RFC 5764 §4.2): the label is
+    // reserved or not usable, the context or output is too long, no SRTP
+    // profile was negotiated, or the stack was built without export.
+    export_refused,
 };
 
 namespace detail {
@@ -61,6 +65,7 @@ public:
         case errc::idle_timeout: return "idle timeout";
         case errc::peer_unreachable: return "peer unreachable";
         case errc::internal: return "internal error in the DTLS stack";
+        case errc::export_refused: return "keying material export refused";
         }
         return "unknown dtlspp error";
     }

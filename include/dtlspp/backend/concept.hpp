@@ -35,6 +35,13 @@
 // | s.cipher_suite()              | std::string                     | negotiated suite (IANA name where known)       |
 // | s.connection_ids()            | connection_ids                  | RFC 9146 CIDs: while handshaking the one we asked for; after, both if negotiated |
 //
+// Keying material (keying_material_backend, below), after the handshake:
+//
+// | expression                              | result                     | meaning                                  |
+// |-----------------------------------------|----------------------------|------------------------------------------|
+// | s.srtp_profile()                        | std::optional<srtp_profile>| the use_srtp profile negotiated, if any  |
+// | s.export_keying_material(label, context, out) | failure              | RFC 5705 exporter into out; context nullopt = none |
+//
 // Callers check the role, the association's state and the message size
 // before calling (detail/checks.hpp holds those checks, once); a backend does
 // not repeat them.
@@ -149,6 +156,17 @@ struct dtls_versions {
     bool dtls_1_3 = false;
 };
 
+// DTLS-SRTP (RFC 5764) and RFC 5705 export as a stack implements them.
+struct srtp_support {
+    bool negotiates = false;              // built with the use_srtp extension
+    bool null_cipher_profiles = false;    // knows SRTP_NULL_HMAC_SHA1_80 and _32
+    // A server of this stack picks the first profile of its own list that
+    // the client offered (true), or the first of the client's list that it
+    // accepts (false). RFC 5764 §4.1.1 leaves the choice to the server.
+    bool server_order = true;
+    bool exports_keying_material = false; // RFC 5705 exporter after the handshake
+};
+
 // What a backend can do, known at compile time, so code that depends on it
 // asks the trait rather than the stack's name.
 struct backend_traits {
@@ -164,6 +182,7 @@ struct backend_traits {
     // context per thread (udp_server_group's workers): whatever the stack
     // shares between contexts is locked.
     bool contexts_on_threads = true;
+    srtp_support srtp{};
 };
 
 // The Connection IDs of an association (RFC 9146 §3): `own` is the one the
@@ -210,6 +229,18 @@ concept backend =
         { cs.record_expansion() } -> std::convertible_to<std::size_t>;
         { cs.cipher_suite() } -> std::convertible_to<std::string>;
         { cs.connection_ids() } -> std::convertible_to<connection_ids>;
+    };
+
+// A backend whose sessions report the SRTP profile and export keying
+// material once the handshake is over (the second table above). The caller
+// checks that the association is open and the request well formed
+// (detail/keying_material.hpp); the backend maps the rest to its stack.
+template <class B>
+concept keying_material_backend =
+    backend<B> && requires(const typename B::session& cs, std::string_view label,
+                           std::optional<std::span<const std::byte>> context, std::span<std::byte> out) {
+        { cs.srtp_profile() } -> std::same_as<std::optional<srtp_profile>>;
+        { cs.export_keying_material(label, context, out) } -> std::same_as<failure>;
     };
 
 } // namespace dtlspp

@@ -20,6 +20,7 @@
 #include <dtlspp/backend/mbedtls/detail_errors.hpp>
 #include <dtlspp/backend/mbedtls/detail_io.hpp>
 #include <dtlspp/backend/mbedtls/detail_ip_san.hpp>
+#include <dtlspp/backend/mbedtls/detail_srtp.hpp>
 #include <dtlspp/config.hpp>
 #include <dtlspp/detail/checks.hpp>
 #include <dtlspp/detail/cookie.hpp>
@@ -56,9 +57,12 @@ struct mbedtls_backend {
 
     static constexpr std::string_view name = "mbedtls";
     // Timers run on datagram_io::now (mbedtls_ssl_set_timer_cb). Connection
-    // ID only on 3.x (detail_compat.hpp).
+    // ID only on 3.x (detail_compat.hpp). SRTP: all four profiles, the
+    // client's order wins (detail_srtp.hpp).
     static constexpr backend_traits traits{timer_clock::caller, detail::mbedtls::has_connection_id, {true, false},
-                                           MBEDTLS_SSL_IN_CONTENT_LEN, detail::mbedtls::contexts_on_threads};
+                                           MBEDTLS_SSL_IN_CONTENT_LEN, detail::mbedtls::contexts_on_threads,
+                                           {detail::mbedtls::has_srtp, detail::mbedtls::has_srtp, false,
+                                            true}};
 
     static std::string version();
     static std::shared_ptr<context> make_context(const config& cfg, failure& f);
@@ -168,20 +172,26 @@ private:
     // master secret (RFC 5246 §8.1). The callback that delivers them changed
     // in 3.0: per context (mbedtls_ssl_set_export_keys_cb) and typed by
     // secret, where 2.28 has one per config (mbedtls_ssl_conf_export_keys_ext_cb).
+    // The same callback keeps each session's secrets for RFC 5705 export
+    // (detail_srtp.hpp), so it is always set.
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000
     static void export_keys(void* self, mbedtls_ssl_key_export_type type, const unsigned char* secret,
-                            std::size_t secret_length, const unsigned char client_random[32], const unsigned char[32],
-                            mbedtls_tls_prf_types) noexcept
+                            std::size_t secret_length, const unsigned char client_random[32],
+                            const unsigned char server_random[32], mbedtls_tls_prf_types prf) noexcept
     {
         if (type != MBEDTLS_SSL_KEY_EXPORT_TLS12_MASTER_SECRET || secret_length != 48) return;
-        log_master_secret(*static_cast<context*>(self), secret, client_random);
+        detail::mbedtls::capture_secrets(secret, client_random, server_random, prf);
+        auto& ctx = *static_cast<context*>(self);
+        if (ctx.key_log_) log_master_secret(ctx, secret, client_random);
     }
 #else
     static int export_keys(void* self, const unsigned char* master_secret, const unsigned char*, std::size_t,
-                           std::size_t, std::size_t, const unsigned char client_random[32], const unsigned char[32],
-                           mbedtls_tls_prf_types) noexcept
+                           std::size_t, std::size_t, const unsigned char client_random[32],
+                           const unsigned char server_random[32], mbedtls_tls_prf_types prf) noexcept
     {
-        log_master_secret(*static_cast<context*>(self), master_secret, client_random);
+        detail::mbedtls::capture_secrets(master_secret, client_random, server_random, prf);
+        auto& ctx = *static_cast<context*>(self);
+        if (ctx.key_log_) log_master_secret(ctx, master_secret, client_random);
         return 0;
     }
 #endif
@@ -340,8 +350,10 @@ private:
                 return invalid("alpn: " + detail::mbedtls::error_text(ret));
         }
 
+        if (auto f = detail::mbedtls::configure_srtp(conf_, cfg, srtp_profiles_)) return f;
+
 #if MBEDTLS_VERSION_NUMBER < 0x03000000
-        if (key_log_) mbedtls_ssl_conf_export_keys_ext_cb(&conf_, &context::export_keys, this);
+        mbedtls_ssl_conf_export_keys_ext_cb(&conf_, &context::export_keys, this);
 #endif
 
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000 && defined(MBEDTLS_SSL_DTLS_CONNECTION_ID)
@@ -389,7 +401,7 @@ private:
         state->max_datagram = max_udp_payload_;
         state->timer_cap = settings_.max_retransmission_timeout;
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000
-        if (key_log_) mbedtls_ssl_set_export_keys_cb(&state->ssl, &context::export_keys, this);
+        mbedtls_ssl_set_export_keys_cb(&state->ssl, &context::export_keys, this);
 #endif
 #if MBEDTLS_VERSION_NUMBER >= 0x03000000 && defined(MBEDTLS_SSL_DTLS_CONNECTION_ID)
         if (connection_id_length_) {
@@ -453,6 +465,7 @@ private:
     std::vector<int> ciphersuites_;
     std::vector<std::string> alpn_names_;
     std::vector<const char*> alpn_list_;
+    detail::mbedtls::srtp_profile_list srtp_profiles_{}; // conf_ points at it
 };
 
 // ---------------------------------------------------------------------------
@@ -632,6 +645,20 @@ public:
         ids.peer = as_bytes(peer.data(), peer_length);
 #endif
         return ids;
+    }
+
+    std::optional<dtlspp::srtp_profile> srtp_profile() const
+    {
+        return detail::mbedtls::negotiated_srtp_profile(state_->ssl);
+    }
+
+    // The caller checked the session is open and the request well formed
+    // (detail/keying_material.hpp). mbedtls_ssl_tls_prf over the secrets
+    // the key export callback handed over (detail_srtp.hpp).
+    failure export_keying_material(std::string_view label, std::optional<std::span<const std::byte>> context,
+                                   std::span<std::byte> out) const
+    {
+        return detail::mbedtls::export_keying_material(state_->exporter, label, context, out);
     }
 
     std::string cipher_suite() const
@@ -906,5 +933,6 @@ inline std::optional<mbedtls_backend::listener> mbedtls_backend::make_listener(c
 }
 
 static_assert(backend<mbedtls_backend>);
+static_assert(keying_material_backend<mbedtls_backend>);
 
 } // namespace dtlspp

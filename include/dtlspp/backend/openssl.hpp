@@ -23,6 +23,7 @@
 
 #include <dtlspp/backend/concept.hpp>
 #include <dtlspp/backend/openssl/bio.hpp>
+#include <dtlspp/backend/openssl/srtp.hpp>
 #include <dtlspp/config.hpp>
 #include <dtlspp/detail/alerts.hpp>
 #include <dtlspp/detail/checks.hpp>
@@ -189,8 +190,10 @@ inline detail::server_key key_kind(SSL_CTX* ctx)
 struct openssl_backend {
     static constexpr std::string_view name = "openssl";
     // OpenSSL's DTLS timer reads its own clock (see the top of this file);
-    // OpenSSL 3.0 has no Connection ID.
-    static constexpr backend_traits traits{timer_clock::wall_clock, false, {true, false}, 16384};
+    // OpenSSL 3.0 has no Connection ID. SRTP: no NULL-cipher profiles, the
+    // server's order wins (openssl/srtp.hpp).
+    static constexpr backend_traits traits{timer_clock::wall_clock, false, {true, false}, 16384, true,
+                                           {detail::openssl::has_srtp, false, true, true}};
 
     // OpenSSL-only extras, outside the backend contract.
     struct options {
@@ -349,6 +352,28 @@ struct openssl_backend {
             if (cipher == nullptr) return {};
             const char* standard = SSL_CIPHER_standard_name(cipher);
             return standard != nullptr ? standard : SSL_CIPHER_get_name(cipher);
+        }
+
+        std::optional<dtlspp::srtp_profile> srtp_profile() const
+        {
+            return detail::openssl::selected_srtp_profile(ssl_.get());
+        }
+
+        // The caller checked the session is open and the request well formed
+        // (detail/keying_material.hpp); OpenSSL does its own label check
+        // too. Calls SSL_export_keying_material, 1 on success.
+        failure export_keying_material(std::string_view label, std::optional<std::span<const std::byte>> context,
+                                       std::span<std::byte> out) const
+        {
+            detail::openssl::clear_errors();
+            static constexpr unsigned char none = 0; // a valid pointer for an empty context
+            const auto* context_bytes =
+                context && !context->empty() ? reinterpret_cast<const unsigned char*>(context->data()) : &none;
+            if (SSL_export_keying_material(ssl_.get(), reinterpret_cast<unsigned char*>(out.data()), out.size(),
+                                           label.data(), label.size(), context_bytes, context ? context->size() : 0,
+                                           context ? 1 : 0) != 1)
+                return make_failure(errc::internal, "SSL_export_keying_material: " + detail::openssl::drain_errors());
+            return {};
         }
 
         SSL* native_handle() const noexcept { return ssl_.get(); }
@@ -611,6 +636,26 @@ struct openssl_backend {
             } else {
                 SSL_CTX_set_alpn_select_cb(ctx, alpn_select_callback, result.get());
             }
+        }
+        if (!c.srtp_profiles.empty()) {
+            std::string refusal;
+            const auto list = srtp_profile_list(c, refusal);
+            if (!has_srtp) {
+                f = config_failure("srtp_profiles", "this OpenSSL is built without DTLS-SRTP (OPENSSL_NO_SRTP)");
+                return nullptr;
+            }
+            if (!list) {
+                f = make_failure(errc::config_invalid, refusal);
+                return nullptr;
+            }
+#if !defined(OPENSSL_NO_SRTP)
+            // Returns 0 on success, unlike most of OpenSSL (ssl.h,
+            // SSL_CTX_set_tlsext_use_srtp).
+            if (SSL_CTX_set_tlsext_use_srtp(ctx, list->c_str()) != 0) {
+                f = config_failure("srtp_profiles", "rejected by OpenSSL");
+                return nullptr;
+            }
+#endif
         }
         if (c.key_log) SSL_CTX_set_keylog_callback(ctx, key_log_callback);
         if (c.role == role::server) {
@@ -900,5 +945,6 @@ private:
 };
 
 static_assert(backend<openssl_backend>);
+static_assert(keying_material_backend<openssl_backend>);
 
 } // namespace dtlspp

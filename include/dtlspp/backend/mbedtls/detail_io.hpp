@@ -15,6 +15,7 @@
 #include <dtlspp/version.hpp>
 
 #include <dtlspp/backend/concept.hpp>
+#include <dtlspp/backend/mbedtls/detail_srtp.hpp>
 
 #include <mbedtls/ssl.h>
 
@@ -27,6 +28,7 @@
 #include <new>
 #include <optional>
 #include <span>
+#include <utility>
 #include <vector>
 
 namespace dtlspp::detail::mbedtls {
@@ -43,6 +45,8 @@ struct ssl_state {
     // put in the records they send us. Possibly empty while enabled.
     std::vector<unsigned char> own_connection_id;
     bool connection_id_enabled = false;
+    // This session's secrets for RFC 5705 export (detail_srtp.hpp).
+    exporter_secrets exporter;
 
     // Bound for the duration of one backend call (io_binding).
     datagram_io* io = nullptr;
@@ -179,6 +183,8 @@ public:
         state_.io = &io;
         state_.sink = sink;
         state_.now = io.now;
+        // Keys derived during this call are this state's (detail_srtp.hpp).
+        previous_secrets_ = std::exchange(capturing_secrets, &state.exporter);
     }
     ~io_binding()
     {
@@ -194,6 +200,7 @@ public:
         io_.input = {};
         state_.io = nullptr;
         state_.sink = nullptr;
+        capturing_secrets = previous_secrets_;
     }
     io_binding(const io_binding&) = delete;
     io_binding& operator=(const io_binding&) = delete;
@@ -205,6 +212,7 @@ private:
     ssl_state& state_;
     datagram_io& io_;
     bool keep_unread_;
+    exporter_secrets* previous_secrets_ = nullptr;
 };
 
 } // namespace dtlspp::detail::mbedtls
