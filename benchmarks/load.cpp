@@ -448,7 +448,7 @@ struct handshake_figures {
     std::uint64_t done = 0, failed = 0, retransmissions = 0, drops = 0, not_started = 0;
     double generator_ms() const { return done ? generator_cpu * 1e3 / static_cast<double>(done) : 0; }
     double server_ms() const { return done ? server_cpu * 1e3 / static_cast<double>(done) : 0; }
-    double p50 = 0, p99 = 0;
+    double p10 = 0, p50 = 0, p90 = 0, p99 = 0; // handshake latency percentiles, ms
     double per_server_second() const { return server_cpu > 0 ? static_cast<double>(done) / server_cpu : 0; }
 };
 
@@ -518,7 +518,9 @@ handshake_figures closed_loop(unsigned workers, std::size_t in_flight, double se
     r.drops = kernel_drops(server.port()) - drops0;
     r.retransmissions = p.retransmissions;
     r.per_second = static_cast<double>(r.done) / r.elapsed;
+    r.p10 = latency.ms(10);
     r.p50 = latency.ms(50);
+    r.p90 = latency.ms(90);
     r.p99 = latency.ms(99);
     for (std::size_t i = 0; i < in_flight; ++i) p.release(i);
     return r;
@@ -888,7 +890,9 @@ void run(const std::string& backend)
             result(key + ".rate", r.per_second);
             result(key + ".per_cpu", r.per_server_second());
             result(key + ".floor_pct", pct);
+            result(key + ".p10_ms", r.p10);
             result(key + ".p50_ms", r.p50);
+            result(key + ".p90_ms", r.p90);
             result(key + ".p99_ms", r.p99);
             result(key + ".retransmissions", static_cast<double>(r.retransmissions));
             result(key + ".drops", static_cast<double>(r.drops));

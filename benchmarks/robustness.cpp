@@ -886,14 +886,16 @@ int main(int argc, char** argv)
         print_matrix(cells, o);
         if (!o.data_file.empty()) {
             if (FILE* out = std::fopen(o.data_file.c_str(), "w")) {
-                std::fprintf(out, "# profile pair completed_percent p50_ms p99_ms max_ms\n");
+                // p10 and p90 come last, so that readers of the first
+                // columns keep working.
+                std::fprintf(out, "# profile pair completed_percent p50_ms p99_ms max_ms p10_ms p90_ms\n");
                 for (const auto& c : cells) {
                     const auto& v = c.completed_ms;
-                    std::fprintf(out, "%s %s %.1f %s %s %s\n", c.profile.c_str(), c.pair.c_str(),
+                    const auto at = [&v](double p) { return v.empty() ? std::string("NaN") : fmt(percentile(v, p), 1); };
+                    std::fprintf(out, "%s %s %.1f %s %s %s %s %s\n", c.profile.c_str(), c.pair.c_str(),
                                  c.attempts ? 100.0 * static_cast<double>(v.size()) / c.attempts : 0.0,
-                                 v.empty() ? "NaN" : fmt(percentile(v, 0.5), 1).c_str(),
-                                 v.empty() ? "NaN" : fmt(percentile(v, 0.99), 1).c_str(),
-                                 v.empty() ? "NaN" : fmt(v.back(), 1).c_str());
+                                 at(0.5).c_str(), at(0.99).c_str(), v.empty() ? "NaN" : fmt(v.back(), 1).c_str(),
+                                 at(0.1).c_str(), at(0.9).c_str());
                 }
                 std::fclose(out);
             }

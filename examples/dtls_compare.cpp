@@ -57,7 +57,7 @@ const char* const usage =
     "  --echo-wait-ms N        how long to wait for the echoes after the handshake (default 500)\n"
     "  --clock real|virtual    virtual: mbedtls-mbedtls runs jump to the next event; pairs with\n"
     "                          OpenSSL always run on real time (default real)\n"
-    "  --jobs N                runs at once; real-time runs mostly sleep (default 1)\n"
+    "  --jobs N                runs at once; real-time runs mostly sleep (default: the CPU count)\n"
     "  --openssl-default-mtu   also run pairs with OpenSSL as a plain datagram BIO would set it up,\n"
     "                          falling back to 228-byte datagrams, next to the configured MTU\n"
     "  --rebind                both sides ask for an 8-byte Connection ID, and the client's address\n"
@@ -249,7 +249,9 @@ int main(int argc, char** argv)
         if (clock_name != "real" && clock_name != "virtual")
             throw usage_error("--clock: '" + clock_name + "' is neither real nor virtual");
         settings.virtual_clock = clock_name == "virtual";
-        const auto jobs = static_cast<std::size_t>(bounded(args, "--jobs", 1, 1, 256));
+        // hardware_concurrency() may return 0 when it cannot tell.
+        const long long cpus = std::max(1u, std::thread::hardware_concurrency());
+        const auto jobs = static_cast<std::size_t>(bounded(args, "--jobs", cpus, 1, 256));
         if (args.has("--csv") && args.has("--json")) throw usage_error("--csv and --json: choose one");
 
         namespace fs = std::filesystem;

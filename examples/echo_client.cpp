@@ -12,9 +12,13 @@ static const char* const usage =
     "  --connect HOST:PORT       server address (default 127.0.0.1:4433; [::1]:PORT for IPv6)\n"
     "  --ca FILE                 CAs that sign the server's certificate (verification is on by default)\n"
     "  --server-name NAME        name to check in the server's certificate (default: HOST)\n"
-    "  --insecure                do not verify the server (tests only)\n"
+    "  --verify MODE             the server's certificate: required (the default) or none (tests only)\n"
+    "  --insecure                the same as --verify none\n"
     "  --cert FILE --key FILE    client certificate and key, if the server asks\n"
     "  --psk IDENTITY:HEXKEY     use this pre-shared key\n"
+    "  --alpn LIST               offer these ALPN protocols (comma-separated, most preferred first)\n"
+    "  --ciphers POLICY          cipher suites: aead (ECDHE or PSK with AES-GCM or ChaCha20-Poly1305;\n"
+    "                            the default and, for now, the only policy)\n"
     "  --mtu N                   largest UDP payload to send (default 1200)\n"
     "  --backend NAME            openssl or mbedtls (those built in)\n"
     "  --list-backends           print the backends built in, then exit\n"
@@ -33,12 +37,18 @@ int main(int argc, char** argv)
     return examples::run_program("echo_client", usage, argc, argv,
                                  {"--connect", "--ca", "--server-name", "--cert", "--key", "--psk", "--mtu", "--backend",
                                   "--count", "--size", "--handshake-timeout-ms", "--pcap", "--keylog",
-                                  "--connection-id", "--rebind-after"},
+                                  "--connection-id", "--rebind-after", "--verify", "--alpn", "--ciphers"},
                                  {"--verbose", "--insecure"}, [&](const examples::arguments& args) {
         dtlspp::config c;
         c.role = dtlspp::role::client;
         examples::apply_common(args, c);
         if (args.has("--psk") && !args.has("--ca")) c.verification = dtlspp::peer_verification::none;
+        if (args.has("--verify")) {
+            // config::validate: optional is for servers only.
+            c.verification = examples::parse_verification(args.get("--verify"), {"none", "required"});
+            if (args.has("--insecure") && *c.verification != dtlspp::peer_verification::none)
+                throw examples::usage_error("--insecure and --verify " + args.get("--verify") + " contradict each other");
+        }
         examples::capture cap;
         examples::apply_capture(args, cap, c);
         const int status =

@@ -11,7 +11,14 @@ static const char* const usage =
     "usage: echo_server [options]\n"
     "  --listen HOST:PORT        address to bind (default 127.0.0.1:4433; [::1]:PORT for IPv6)\n"
     "  --cert FILE --key FILE    certificate chain and private key (PEM)\n"
-    "  --ca FILE                 require client certificates signed by these CAs\n"
+    "  --ca FILE                 CAs that sign client certificates; with it, --verify defaults to required\n"
+    "  --verify MODE             client certificates: none (not asked for), optional (asked for, checked\n"
+    "                            if sent) or required (asked for, handshake fails without one); optional\n"
+    "                            and required need --ca (default: required with --ca, none without)\n"
+    "  --alpn LIST               accept these ALPN protocols (comma-separated, RFC 7301); a client that\n"
+    "                            offers none of them is refused with a no_application_protocol alert\n"
+    "  --ciphers POLICY          cipher suites: aead (ECDHE or PSK with AES-GCM or ChaCha20-Poly1305;\n"
+    "                            the default and, for now, the only policy)\n"
     "  --psk IDENTITY:HEXKEY     accept this pre-shared key\n"
     "  --mtu N                   largest UDP payload to send (default 1200)\n"
     "  --backend NAME            openssl or mbedtls (those built in)\n"
@@ -40,12 +47,19 @@ int main(int argc, char** argv)
     return examples::run_program("echo_server", usage, argc, argv,
                                  {"--listen", "--cert", "--key", "--ca", "--psk", "--mtu", "--backend", "--max-sessions",
                                   "--idle-timeout-ms", "--handshake-timeout-ms", "--exit-after", "--pcap", "--keylog",
-                                  "--connection-id", "--workers", "--worker-index", "--cookie-secret"},
+                                  "--connection-id", "--workers", "--worker-index", "--cookie-secret", "--verify", "--alpn",
+                                  "--ciphers"},
                                  {"--verbose", "--share-port"}, [&](const examples::arguments& args) {
         dtlspp::config c;
         c.role = dtlspp::role::server;
         examples::apply_common(args, c);
         if (args.has("--ca")) c.verification = dtlspp::peer_verification::required;
+        if (args.has("--verify")) {
+            c.verification = examples::parse_verification(args.get("--verify"), {"none", "optional", "required"});
+            if (*c.verification != dtlspp::peer_verification::none && !args.has("--ca"))
+                throw examples::usage_error("--verify " + args.get("--verify") +
+                                            ": needs --ca, the CAs that sign client certificates");
+        }
         examples::capture cap;
         examples::apply_capture(args, cap, c);
         const int status =

@@ -99,6 +99,45 @@ inline dtlspp::psk_credentials parse_psk(const std::string& text)
     return psk;
 }
 
+// --alpn h1,h2: the protocol names, in order of preference.
+inline std::vector<std::string> parse_alpn(const std::string& text)
+{
+    std::vector<std::string> protocols;
+    std::size_t start = 0;
+    while (true) {
+        const auto comma = text.find(',', start);
+        const auto name = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+        // RFC 7301 §3.1: each name is 1 to 255 bytes.
+        if (name.empty() || name.size() > 255)
+            throw usage_error("--alpn: expected comma-separated protocol names of 1 to 255 bytes, got '" + text + "'");
+        protocols.push_back(name);
+        if (comma == std::string::npos) return protocols;
+        start = comma + 1;
+    }
+}
+
+// --verify none|optional|required; `allowed` lists the values this role takes.
+inline dtlspp::peer_verification parse_verification(const std::string& text, const std::vector<std::string>& allowed)
+{
+    std::string list;
+    bool known = false;
+    for (const auto& name : allowed) {
+        list += (list.empty() ? "" : ", ") + name;
+        known = known || name == text;
+    }
+    if (!known) throw usage_error("--verify: '" + text + "' is not one of " + list);
+    if (text == "none") return dtlspp::peer_verification::none;
+    if (text == "optional") return dtlspp::peer_verification::optional;
+    return dtlspp::peer_verification::required;
+}
+
+// --ciphers NAME: the names of config::cipher_policy's values.
+inline dtlspp::cipher_policy parse_cipher_policy(const std::string& text)
+{
+    if (text == "aead") return dtlspp::cipher_policy::aead_only;
+    throw usage_error("--ciphers: '" + text + "' is not a cipher policy; the one there is: aead");
+}
+
 // The options both examples share.
 inline void apply_common(const arguments& args, dtlspp::config& c)
 {
@@ -118,6 +157,8 @@ inline void apply_common(const arguments& args, dtlspp::config& c)
                               std::to_string(dtlspp::max_connection_id_length));
         c.connection_id = static_cast<std::size_t>(length);
     }
+    if (args.has("--alpn")) c.alpn = parse_alpn(args.get("--alpn"));
+    if (args.has("--ciphers")) c.ciphers = parse_cipher_policy(args.get("--ciphers"));
 }
 
 // --pcap FILE and --keylog FILE; without --keylog, SSLKEYLOGFILE names the

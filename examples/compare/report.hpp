@@ -24,6 +24,8 @@ struct row {
     // Medians: the handshake time over completed runs, traffic over all
     // runs (a failed handshake also put datagrams on the wire).
     double handshake_ms = NAN;
+    // The spread around it: 10th and 90th percentiles.
+    double handshake_p10_ms = NAN;
     double handshake_p90_ms = NAN;
     double c_datagrams = 0, c_bytes = 0, s_datagrams = 0, s_bytes = 0;
     std::size_t c_largest = 0, s_largest = 0; // over all runs
@@ -91,6 +93,7 @@ inline row summarize(std::string pair, const run_spec& spec, const std::vector<r
         r.sent_after_rebind += x.sent_after_rebind;
     }
     r.handshake_ms = quantile(times, 0.5);
+    r.handshake_p10_ms = quantile(times, 0.1);
     r.handshake_p90_ms = quantile(times, 0.9);
     r.c_datagrams = quantile(cd, 0.5);
     r.c_bytes = quantile(cb, 0.5);
@@ -200,8 +203,8 @@ inline void print_table(std::ostream& out, const std::vector<row>& rows, bool sh
 
 inline void print_csv(std::ostream& out, const std::vector<row>& rows)
 {
-    out << "pair,client,server,openssl_default_mtu,clock,mtu,loss_percent,runs,ok,success_rate,median_handshake_ms,"
-           "p90_handshake_ms,datagrams_c2s,bytes_c2s,datagrams_s2c,bytes_s2c,largest_c2s,largest_s2c,flights_c,"
+    out << "pair,client,server,openssl_default_mtu,clock,mtu,loss_percent,runs,ok,success_rate,p10_handshake_ms,"
+           "median_handshake_ms,p90_handshake_ms,datagrams_c2s,bytes_c2s,datagrams_s2c,bytes_s2c,largest_c2s,largest_s2c,flights_c,"
            "flights_s,retransmissions_c,retransmissions_s,runs_with_mtu_reduction,reduced_to,echoed,messages_sent,"
            "link_mtu_drops,rebind,runs_with_connection_id,survived_rebind,echoed_after_rebind,sent_after_rebind\n";
     for (const auto& r : rows) {
@@ -210,6 +213,7 @@ inline void print_csv(std::ostream& out, const std::vector<row>& rows)
             << (r.openssl_default_mtu ? 1 : 0) << ',' << (r.virtual_clock ? "virtual" : "real") << ',' << r.mtu << ','
             << detail::number(r.loss_percent, 3) << ',' << r.runs << ',' << r.ok << ','
             << detail::number(r.runs ? static_cast<double>(r.ok) / static_cast<double>(r.runs) : 0, 4) << ','
+            << (std::isnan(r.handshake_p10_ms) ? "" : detail::number(r.handshake_p10_ms, 3)) << ','
             << (std::isnan(r.handshake_ms) ? "" : detail::number(r.handshake_ms, 3)) << ','
             << (std::isnan(r.handshake_p90_ms) ? "" : detail::number(r.handshake_p90_ms, 3)) << ','
             << detail::number(r.c_datagrams) << ',' << detail::number(r.c_bytes) << ',' << detail::number(r.s_datagrams)
@@ -235,7 +239,8 @@ inline void print_json(std::ostream& out, const std::vector<row>& rows, const ru
             << ", \"openssl_default_mtu\": " << (r.openssl_default_mtu ? "true" : "false")
             << ", \"clock\": " << (r.virtual_clock ? "\"virtual\"" : "\"real\"") << ", \"mtu\": " << r.mtu
             << ", \"loss_percent\": " << json_number(r.loss_percent) << ", \"runs\": " << r.runs
-            << ", \"ok\": " << r.ok << ", \"median_handshake_ms\": " << json_number(r.handshake_ms)
+            << ", \"ok\": " << r.ok << ", \"p10_handshake_ms\": " << json_number(r.handshake_p10_ms)
+            << ", \"median_handshake_ms\": " << json_number(r.handshake_ms)
             << ", \"p90_handshake_ms\": " << json_number(r.handshake_p90_ms)
             << ", \"datagrams_c2s\": " << json_number(r.c_datagrams) << ", \"bytes_c2s\": " << json_number(r.c_bytes)
             << ", \"datagrams_s2c\": " << json_number(r.s_datagrams) << ", \"bytes_s2c\": " << json_number(r.s_bytes)
