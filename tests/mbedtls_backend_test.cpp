@@ -33,7 +33,7 @@ inline std::ostream& operator<<(std::ostream& out, step value)
 }
 inline std::ostream& operator<<(std::ostream& out, listen_result value)
 {
-    constexpr const char* names[] = {"dropped", "hello_verify_sent", "accepted"};
+    constexpr const char* names[] = {"dropped", "hello_verify_sent", "accepted", "refused"};
     return out << names[static_cast<int>(value)];
 }
 inline std::ostream& operator<<(std::ostream& out, timeout_result value)

@@ -90,6 +90,8 @@ struct server_counters {
     std::uint64_t dropped_without_session = 0; // not a ClientHello, or unusable
     std::uint64_t sessions_created = 0;
     std::uint64_t sessions_refused = 0;       // cookie verified but max_sessions reached: told with a fatal alert
+    std::uint64_t hellos_refused = 0;         // ClientHellos the stack refuses outright (no ALPN protocol in
+                                              // common): told with the stack's fatal alert
     std::uint64_t sessions_expired = 0;       // idle timeout
     std::uint64_t sessions_failed = 0;
     std::uint64_t sessions_closed = 0;
@@ -133,6 +135,7 @@ struct server_counters {
         f("dropped_without_session", self.dropped_without_session);
         f("sessions_created", self.sessions_created);
         f("sessions_refused", self.sessions_refused);
+        f("hellos_refused", self.hellos_refused);
         f("sessions_expired", self.sessions_expired);
         f("sessions_failed", self.sessions_failed);
         f("sessions_closed", self.sessions_closed);
@@ -380,6 +383,15 @@ public:
             ++counters_.hello_verify_requests;
             if (trace_)
                 for (std::size_t i = before; i < front_door_out_.size(); ++i) trace_(direction::out, front_door_out_[i]);
+            break;
+        case listen_result::refused:
+            ++counters_.hellos_refused;
+            if (trace_)
+                for (std::size_t i = before; i < front_door_out_.size(); ++i) trace_(direction::out, front_door_out_[i]);
+            if constexpr (requires { handler.on_refused(from, failure{}); }) {
+                const flag_scope in_callback(in_callback_);
+                handler.on_refused(from, listener_refusal());
+            }
             break;
         case listen_result::accepted: {
             datagram_queue first_flight;
@@ -813,6 +825,14 @@ private:
         settle(s, now, handler);
     }
 
+    // Why the listener refused its last ClientHello: the stack's own words
+    // where the listener keeps them (last_refusal()).
+    failure listener_refusal() const
+    {
+        if constexpr (requires { listener_.last_refusal(); }) return listener_.last_refusal();
+        else return make_failure(errc::handshake_failed, "the stack refused the ClientHello");
+    }
+
     // A client whose cookie verified, with the table full, is told at once
     // with a fatal alert instead of waiting out its handshake deadline.
     template <class Handler>
@@ -1005,6 +1025,15 @@ private:
         const auto result = listener_.offer(probe);
         if (result == listen_result::hello_verify_sent) {
             ++counters_.hello_verify_requests;
+            for (std::size_t i = 0; i < scratch.size(); ++i) {
+                front_door_out_.push(scratch[i]);
+                front_door_peers_.push_back(from);
+            }
+            return false;
+        }
+        if (result == listen_result::refused) {
+            // The restart is refused outright; the open association stays.
+            ++counters_.hellos_refused;
             for (std::size_t i = 0; i < scratch.size(); ++i) {
                 front_door_out_.push(scratch[i]);
                 front_door_peers_.push_back(from);

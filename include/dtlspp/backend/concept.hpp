@@ -21,7 +21,7 @@
 // | ctx.settings()                | const config&                   | the config it was built from                   |
 // | B::connect(ctx, f)            | std::optional<B::session>       | a client session, nothing sent yet             |
 // | B::make_listener(ctx, f)      | std::optional<B::listener>      | a server's stateless front door                |
-// | l.offer(io)                   | listen_result                   | one datagram from io.peer_id: HVR sent, dropped or accepted |
+// | l.offer(io)                   | listen_result                   | one datagram from io.peer_id: HVR sent, dropped, refused or accepted |
 // | l.accept()                    | B::session                      | after accepted: the session that verified its cookie |
 // | s.handshake(io)               | step                            | drive the handshake with io.input              |
 // | s.read(io, buffer)            | read_result                     | one record of application data                 |
@@ -200,6 +200,9 @@ enum class listen_result {
     dropped,            // not a ClientHello, or unusable: nothing sent, nothing kept
     hello_verify_sent,  // cookieless or stale cookie: HelloVerifyRequest queued, nothing kept
     accepted,           // the cookie verified: call accept() for the session
+    refused,            // the stack refuses this ClientHello whatever its cookie (no application
+                        // protocol in common): its fatal alert is queued, nothing kept, so the
+                        // client fails at once instead of at its deadline
 };
 
 template <class B>

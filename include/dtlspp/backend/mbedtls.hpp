@@ -837,6 +837,18 @@ public:
                     // ServerHelloDone was written and mbedTLS now waits for
                     // the client's flight.
                     result = listen_result::accepted;
+                } else if (ret < 0 && ret != MBEDTLS_ERR_SSL_WANT_READ && ret != MBEDTLS_ERR_SSL_WANT_WRITE &&
+                           refuses_protocol(staging_)) {
+                    // mbedTLS reads ALPN while it parses the first
+                    // ClientHello, before any cookie, and refuses a client
+                    // with no protocol in common with no_application_protocol
+                    // (RFC 7301 §3.2). Nothing verified the address, but the
+                    // one alert record is smaller than the ClientHello, and
+                    // without it the client would wait out its deadline.
+                    result = listen_result::refused;
+                    last_refusal_ = make_failure(errc::handshake_failed,
+                                                 "no application protocol (ALPN) in common with the client: " +
+                                                     detail::mbedtls::error_text(ret));
                 }
             }
         }
@@ -847,6 +859,9 @@ public:
         staging_.clear();
         return result;
     }
+
+    // Why the last offer() returned refused.
+    const failure& last_refusal() const noexcept { return last_refusal_; }
 
     // After offer() returned accepted: the context that verified the
     // cookie becomes the session, and a fresh one takes its place. If that
@@ -861,6 +876,16 @@ public:
     }
 
 private:
+    // The stack's whole answer is one plaintext fatal no_application_protocol
+    // alert (content type 21, epoch 0, level 2, description 120).
+    static bool refuses_protocol(const datagram_queue& sent) noexcept
+    {
+        if (sent.size() != 1) return false;
+        const auto d = sent[0];
+        return d.size() == 15 && d[0] == std::byte{21} && d[3] == std::byte{0} && d[4] == std::byte{0} &&
+               d[11] == std::byte{0} && d[12] == std::byte{2} && d[13] == std::byte{2} && d[14] == std::byte{120};
+    }
+
     friend struct mbedtls_backend;
 
     listener(std::shared_ptr<context> ctx, std::unique_ptr<detail::mbedtls::ssl_state> state)
@@ -890,6 +915,7 @@ private:
 
     std::shared_ptr<context> context_;
     std::unique_ptr<detail::mbedtls::ssl_state> state_;
+    failure last_refusal_;
     datagram_queue staging_;
     bool check_sent_client_certificate_ = false;
     bool clean_ = true;
