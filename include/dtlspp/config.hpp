@@ -83,8 +83,40 @@ inline std::string_view to_string(srtp_profile p) noexcept
     return {};
 }
 
+// DTLS protocol versions, valued as their wire codes (RFC 6347 §4.1:
+// 1.2 is {254, 253}; RFC 9147 §5.3: 1.3 is {254, 252}).
+enum class dtls_version : std::uint16_t {
+    dtls_1_2 = 0xfefd,
+    dtls_1_3 = 0xfefc,
+};
+
+// "DTLS 1.2", "DTLS 1.3"; empty for another value.
+inline std::string_view to_string(dtls_version v) noexcept
+{
+    switch (v) {
+    case dtls_version::dtls_1_2: return "DTLS 1.2";
+    case dtls_version::dtls_1_3: return "DTLS 1.3";
+    }
+    return {};
+}
+
+// Orders versions by age: 1.2 before 1.3 (the wire codes count down).
+constexpr bool older_than(dtls_version a, dtls_version b) noexcept
+{
+    return static_cast<std::uint16_t>(a) > static_cast<std::uint16_t>(b);
+}
+
 struct config {
     dtlspp::role role = role::client;
+
+    // The DTLS versions this side offers (clients) or accepts (servers):
+    // 1.2 only (the default: OpenSSL 3.0 and mbedTLS have no DTLS 1.3), 1.2
+    // to 1.3, or 1.3 only. The handshake settles on the newest version both
+    // sides allow; endpoint::version() says which. A stack without DTLS 1.3
+    // (backend_traits::versions) offers 1.2 for a range up to 1.3, and
+    // refuses a config of 1.3 only with errc::config_invalid.
+    dtls_version min_version = dtls_version::dtls_1_2;
+    dtls_version max_version = dtls_version::dtls_1_2;
 
     // The largest UDP payload either side may send, in bytes: the "MTU" as a
     // DTLS stack sees it (link MTU minus IP and UDP headers). 1200 is what
@@ -162,9 +194,12 @@ struct config {
     // (backend_traits::srtp_server_order). At most 4 profiles, none twice.
     std::vector<srtp_profile> srtp_profiles;
 
-    // Called with one line of the NSS key log format ("CLIENT_RANDOM <client
-    // random> <master secret>", hex) per handshake, so Wireshark can decrypt
-    // a capture. Empty: no key is ever exported.
+    // Called with the lines of the NSS key log format, hex, so Wireshark can
+    // decrypt a capture: on DTLS 1.2 one line per handshake ("CLIENT_RANDOM
+    // <client random> <master secret>"), on DTLS 1.3 one per traffic secret
+    // ("CLIENT_HANDSHAKE_TRAFFIC_SECRET <client random> <secret>", then
+    // SERVER_HANDSHAKE_, CLIENT_TRAFFIC_SECRET_0, SERVER_TRAFFIC_SECRET_0,
+    // EXPORTER_SECRET). Empty: no key is ever exported.
     std::function<void(std::string_view line)> key_log;
 
     peer_verification effective_verification() const noexcept
@@ -204,6 +239,12 @@ inline failure validate(const config& c)
     if (c.max_udp_payload > max_udp_payload_limit)
         return bad("max_udp_payload: " + std::to_string(c.max_udp_payload) + " is above the limit of " +
                    std::to_string(max_udp_payload_limit) + " bytes");
+
+    if (to_string(c.min_version).empty() || to_string(c.max_version).empty())
+        return bad("min_version/max_version: not a DTLS version dtlspp knows (1.2 or 1.3)");
+    if (older_than(c.max_version, c.min_version))
+        return bad("max_version: " + std::string(to_string(c.max_version)) + " is older than min_version (" +
+                   std::string(to_string(c.min_version)) + ")");
 
     auto check_source = [&](const pem_source& s, const char* field) -> failure {
         if (!s.file.empty() && !s.pem.empty())

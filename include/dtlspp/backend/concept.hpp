@@ -14,14 +14,14 @@
 //
 // | expression                    | result                          | meaning                                        |
 // |-------------------------------|---------------------------------|------------------------------------------------|
-// | B::name                       | std::string_view                | "openssl", "mbedtls"                           |
+// | B::name                       | std::string_view                | "openssl", "mbedtls", "wolfssl"                |
 // | B::traits                     | backend_traits                  | what the stack can do (below)                  |
 // | B::version()                  | std::string                     | the stack's version string                     |
 // | B::make_context(cfg, f)       | std::shared_ptr<B::context>     | credentials, verification, ciphers; null + f on error |
 // | ctx.settings()                | const config&                   | the config it was built from                   |
 // | B::connect(ctx, f)            | std::optional<B::session>       | a client session, nothing sent yet             |
 // | B::make_listener(ctx, f)      | std::optional<B::listener>      | a server's stateless front door                |
-// | l.offer(io)                   | listen_result                   | one datagram from io.peer_id: HVR sent, dropped, refused or accepted |
+// | l.offer(io)                   | listen_result                   | one datagram from io.peer_id: cookie sent, dropped, refused or accepted |
 // | l.accept()                    | B::session                      | after accepted: the session that verified its cookie |
 // | s.handshake(io)               | step                            | drive the handshake with io.input              |
 // | s.read(io, buffer)            | read_result                     | one record of application data                 |
@@ -34,6 +34,7 @@
 // | s.record_expansion()          | std::size_t                     | bytes the negotiated cipher adds to a record body (AEAD nonce + tag); 0 while unknown |
 // | s.cipher_suite()              | std::string                     | negotiated suite (IANA name where known)       |
 // | s.connection_ids()            | connection_ids                  | RFC 9146 CIDs: while handshaking the one we asked for; after, both if negotiated |
+// | s.protocol_version()          | dtls_version                    | the version negotiated; meaningful once the handshake is over |
 //
 // Keying material (keying_material_backend, below), after the handshake:
 //
@@ -198,7 +199,11 @@ struct connection_ids {
 
 enum class listen_result {
     dropped,            // not a ClientHello, or unusable: nothing sent, nothing kept
-    hello_verify_sent,  // cookieless or stale cookie: HelloVerifyRequest queued, nothing kept
+    cookie_sent,        // cookieless or stale cookie: the cookie exchange's reply queued, nothing kept:
+                        // a HelloVerifyRequest on DTLS 1.2 (RFC 6347 §4.2.1), a HelloRetryRequest
+                        // with a cookie extension on DTLS 1.3 (RFC 9147 §5.1)
+    hello_verify_sent [[deprecated("DTLS 1.3 sends a HelloRetryRequest: use listen_result::cookie_sent")]] =
+        cookie_sent,
     accepted,           // the cookie verified: call accept() for the session
     refused,            // the stack refuses this ClientHello whatever its cookie (no application
                         // protocol in common): its fatal alert is queued, nothing kept, so the
@@ -232,6 +237,7 @@ concept backend =
         { cs.record_expansion() } -> std::convertible_to<std::size_t>;
         { cs.cipher_suite() } -> std::convertible_to<std::string>;
         { cs.connection_ids() } -> std::convertible_to<connection_ids>;
+        { cs.protocol_version() } -> std::same_as<dtls_version>;
     };
 
 // A backend whose sessions report the SRTP profile and export keying

@@ -244,6 +244,7 @@ private:
     failure setup(const config& cfg)
     {
         if (auto f = validate(cfg)) return f;
+        if (auto f = detail::check_versions(cfg, false, "mbedTLS")) return f;
         role_ = cfg.role;
         settings_ = cfg;
         max_udp_payload_ = cfg.max_udp_payload;
@@ -661,6 +662,9 @@ public:
         return detail::mbedtls::export_keying_material(state_->exporter, label, context, out);
     }
 
+    // mbedTLS has no DTLS 1.3 (3.6 has TLS 1.3 over streams only).
+    dtls_version protocol_version() const noexcept { return dtls_version::dtls_1_2; }
+
     std::string cipher_suite() const
     {
         const char* name = mbedtls_ssl_get_ciphersuite(&state_->ssl);
@@ -828,7 +832,7 @@ public:
                     // The ClientHello had no cookie or a stale one, and the
                     // HelloVerifyRequest is queued (ssl.h,
                     // mbedtls_ssl_handshake: reset before the next one).
-                    result = listen_result::hello_verify_sent;
+                    result = listen_result::cookie_sent;
                 } else if ((ret == MBEDTLS_ERR_SSL_WANT_READ || ret == MBEDTLS_ERR_SSL_WANT_WRITE) &&
                            detail::mbedtls::handshake_state(ssl) >= MBEDTLS_SSL_CLIENT_CERTIFICATE &&
                            !detail::mbedtls::handshake_over(ssl) &&

@@ -346,6 +346,9 @@ struct openssl_backend {
         // OpenSSL 3.0 implements no Connection ID.
         dtlspp::connection_ids connection_ids() const { return {}; }
 
+        // OpenSSL 3.0 has no DTLS 1.3.
+        dtls_version protocol_version() const noexcept { return dtls_version::dtls_1_2; }
+
         std::string cipher_suite() const
         {
             const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl_.get());
@@ -503,7 +506,7 @@ struct openssl_backend {
                 return listen_result::dropped;
             }
             const bool answered = io.output != nullptr && io.output->size() > queued;
-            return answered ? listen_result::hello_verify_sent : listen_result::dropped;
+            return answered ? listen_result::cookie_sent : listen_result::dropped;
         }
 
         // After offer() returned accepted. The replacement SSL object is
@@ -538,6 +541,7 @@ struct openssl_backend {
     {
         using namespace detail::openssl;
         if ((f = validate(c))) return nullptr;
+        if ((f = detail::check_versions(c, false, "OpenSSL 3.0"))) return nullptr;
         ERR_clear_error();
         auto result = std::make_shared<context>(c, o);
         result->ctx_.reset(SSL_CTX_new(DTLS_method()));

@@ -26,6 +26,17 @@ inline failure check_role(const config& c, role needed, std::string_view operati
                                                   (needed == role::client ? "client" : "server"));
 }
 
+// config_invalid when the config allows only versions the stack cannot
+// speak (DTLS 1.3 only, on a stack without it); a range that reaches past
+// the stack's newest version is fine: the stack offers what it has.
+inline failure check_versions(const config& c, bool stack_has_dtls_1_3, std::string_view stack)
+{
+    if (stack_has_dtls_1_3 || c.min_version == dtls_version::dtls_1_2) return {};
+    return make_failure(errc::config_invalid, "min_version: " + std::string(to_string(c.min_version)) + ", but " +
+                                                  std::string(stack) +
+                                                  " speaks DTLS 1.2 only (allow 1.2, or use the wolfSSL backend)");
+}
+
 // not_open before the handshake completed or after the association ended;
 // message_too_large for a message over one record at this max_udp_payload.
 inline failure check_write(bool open, std::size_t size, std::size_t limit)

@@ -109,6 +109,23 @@ public:
         return false;
     }
 
+    // The current period and its key, for a stack that computes its cookies
+    // itself under a secret it is given (wolfSSL): the secret then rotates
+    // with cookie_lifetime as it does here. Nothing when unusable.
+    // `back` = 1 gives the previous period's, whose cookies still verify.
+    std::optional<std::pair<std::int64_t, cookie_value>> period_key(int back = 0) const noexcept
+    {
+        auto period = current_period();
+        if (!usable() || !period) return std::nullopt;
+        *period -= back;
+        std::array<std::uint8_t, 8> period_bytes{};
+        for (std::size_t i = 0; i < period_bytes.size(); ++i)
+            period_bytes[i] = static_cast<std::uint8_t>(static_cast<std::uint64_t>(*period) >> (56 - 8 * i));
+        cookie_value key{};
+        if (!hmac_(master_, period_bytes, key)) return std::nullopt;
+        return std::pair{*period, key};
+    }
+
 private:
     std::optional<std::int64_t> current_period() const noexcept
     {
