@@ -407,6 +407,13 @@ public:
     // max_udp_payload, for the negotiated cipher suite.
     std::size_t max_message_size() const { return session_.max_record_payload(); }
     std::string cipher_suite() const { return session_.cipher_suite(); }
+    // The DTLS version negotiated (to_string() gives "DTLS 1.3"); empty
+    // until the handshake is over.
+    std::optional<dtls_version> version() const
+    {
+        if (state_ == endpoint_state::handshaking) return std::nullopt;
+        return session_.protocol_version();
+    }
     // The Connection IDs (RFC 9146); negotiated is known once open. While
     // handshaking, `own` is the one this side asked for.
     const connection_ids& connection_id() const noexcept { return connection_ids_; }
@@ -611,6 +618,9 @@ private:
         limits.own_connection_id = connection_ids_.own;
         limits.connection_id_negotiated =
             !connection_ids_.own.empty() && (state_ == endpoint_state::handshaking || connection_ids_.negotiated);
+        // DTLS 1.3 records: while 1.3 may still be negotiated, or once it
+        // was.
+        limits.dtls13 = may_speak_dtls13();
         const auto verdict = detail::judge_datagram(datagram, limits);
         switch (verdict.drop) {
         case detail::drop_reason::none: break;
@@ -624,6 +634,17 @@ private:
         if (state_ == endpoint_state::handshaking && settings().role == role::client)
             parse_datagram(datagram, [&](const record_view& r) { notice_plaintext(r); });
         return true;
+    }
+
+    bool may_speak_dtls13() const noexcept
+    {
+        if constexpr (!Backend::traits.versions.dtls_1_3) {
+            return false;
+        } else {
+            if (settings().max_version != dtls_version::dtls_1_3) return false;
+            if (state_ == endpoint_state::handshaking) return true;
+            return session_.protocol_version() == dtls_version::dtls_1_3;
+        }
     }
 
     // The shortest body a protected record can have with the negotiated
@@ -648,7 +669,8 @@ private:
         if (r.is_encrypted()) return;
         if (r.type == content_type::handshake) {
             for (const auto& fragment : r.fragments())
-                if (fragment.msg_type == static_cast<std::uint8_t>(handshake_type::server_hello)) {
+                if (fragment.msg_type == static_cast<std::uint8_t>(handshake_type::server_hello) &&
+                    !is_hello_retry_request(fragment)) {
                     seen_server_hello_ = true;
                     if (!connection_ids_.own.empty() || context_->settings().connection_id)
                         peer_cid_length_in_hello_ = connection_id_asked_in(fragment);
@@ -656,6 +678,21 @@ private:
         } else if (const auto alert = r.alert()) {
             refused_at_limit_ = !seen_server_hello_ && alert->level == 2 && alert->description == 80;
         }
+    }
+
+    // DTLS 1.3's cookie exchange: a HelloRetryRequest is a ServerHello whose
+    // random is SHA-256("HelloRetryRequest") (RFC 8446 §4.1.3). It answers
+    // the first ClientHello as a HelloVerifyRequest does on 1.2, so it is
+    // not yet the server's ServerHello.
+    static bool is_hello_retry_request(const handshake_fragment& hello) noexcept
+    {
+        static constexpr std::array<std::uint8_t, 32> hrr_random{
+            0xCF, 0x21, 0xAD, 0x74, 0xE5, 0x9A, 0x61, 0x11, 0xBE, 0x1D, 0x8C, 0x02, 0x1E, 0x65, 0xB8, 0x91,
+            0xC2, 0xA2, 0x11, 0x16, 0x7A, 0xBB, 0x8C, 0x5E, 0x07, 0x9E, 0x09, 0xE2, 0xC8, 0xA8, 0x33, 0x9C};
+        if (hello.fragment_offset != 0 || hello.body.size() < 2 + hrr_random.size()) return false;
+        for (std::size_t i = 0; i < hrr_random.size(); ++i)
+            if (std::to_integer<std::uint8_t>(hello.body[2 + i]) != hrr_random[i]) return false;
+        return true;
     }
 
     // The length of the CID a whole ServerHello asks for in its
@@ -854,6 +891,19 @@ private:
                     if (!sent_change_cipher_) new_content = true;
                     sent_change_cipher_ = true;
                 } else if (r.type == content_type::handshake && r.is_encrypted()) {
+                    handshake_content = true;
+                    if (!sent_finished_) new_content = true;
+                    sent_finished_ = true;
+                } else if (r.unified && r.epoch == 2) {
+                    // DTLS 1.3: epoch 2 protects the handshake after the
+                    // ServerHello (RFC 9147 §6.1), its types encrypted. The
+                    // first such send is our flight (the client's Finished,
+                    // the server's EncryptedExtensions to Finished, after a
+                    // plaintext ServerHello counted by its message_seq);
+                    // sending epoch 2 again is resending it. An ACK (type 26)
+                    // of a partly received flight travels there too and is
+                    // counted the same way: the header cannot tell them
+                    // apart.
                     handshake_content = true;
                     if (!sent_finished_) new_content = true;
                     sent_finished_ = true;

@@ -379,7 +379,7 @@ public:
         const auto before = front_door_out_.size();
         switch (listener_.offer(io)) {
         case listen_result::dropped: ++counters_.dropped_without_session; break;
-        case listen_result::hello_verify_sent:
+        case listen_result::cookie_sent:
             ++counters_.hello_verify_requests;
             if (trace_)
                 for (std::size_t i = before; i < front_door_out_.size(); ++i) trace_(direction::out, front_door_out_[i]);
@@ -586,16 +586,28 @@ private:
     // The CID a Connection ID record carries, when this server asks for
     // CIDs (all of one length, config::connection_id): the bytes after the
     // sequence number of the datagram's first record.
+    // DTLS 1.3 (RFC 9147 §4): a unified header with the C bit holds it
+    // right after its first byte.
     std::optional<std::span<const std::byte>> connection_id_of(std::span<const std::byte> datagram) const noexcept
     {
-        if (cid_length_ == 0 || !carries_connection_id(datagram) || datagram.size() < 11 + cid_length_ + 2)
-            return std::nullopt;
+        if (cid_length_ == 0 || !carries_connection_id(datagram)) return std::nullopt;
+        if (carries_dtls13_connection_id(datagram)) {
+            if (datagram.size() < 1 + cid_length_ + 1) return std::nullopt;
+            return datagram.subspan(1, cid_length_);
+        }
+        if (datagram.size() < 11 + cid_length_ + 2) return std::nullopt;
         return datagram.subspan(11, cid_length_);
+    }
+
+    static bool carries_dtls13_connection_id(std::span<const std::byte> datagram) noexcept
+    {
+        return !datagram.empty() && (std::to_integer<unsigned>(datagram[0]) & 0xF0) == 0x30;
     }
 
     static bool carries_connection_id(std::span<const std::byte> datagram) noexcept
     {
-        return !datagram.empty() && datagram[0] == static_cast<std::byte>(content_type::tls12_cid);
+        return !datagram.empty() && (datagram[0] == static_cast<std::byte>(content_type::tls12_cid) ||
+                                     carries_dtls13_connection_id(datagram));
     }
 
     static std::string_view cid_key(std::span<const std::byte> cid) noexcept
@@ -624,7 +636,7 @@ private:
     {
         std::optional<std::uint64_t> newest;
         parse_datagram(datagram, [&](const record_view& r) {
-            if (!r.is_encrypted()) return;
+            if (!r.is_encrypted() || r.unified) return;
             const std::uint64_t position = (std::uint64_t{r.epoch} << 48) | r.sequence_number;
             newest = newest ? std::max(*newest, position) : position;
         }, cid_length);
@@ -647,8 +659,13 @@ private:
     void receive_from_new_address(session_entry& s, const peer_address& from, std::span<const std::byte> datagram,
                                   time_point now, Handler& handler)
     {
-        const auto position = newest_record(datagram, cid_length_);
-        const bool newer = position && (!s.newest || *position > *s.newest);
+        // DTLS 1.3 encrypts sequence numbers (RFC 9147 §4.2.3), so no
+        // header tells old from new: the record must authenticate, and the
+        // stack's replay window refuses one it has seen, so only a record
+        // never delivered before moves the association.
+        const bool dtls13 = carries_dtls13_connection_id(datagram);
+        const auto position = newest_record(datagram, cid_length_); // none for DTLS 1.3 records
+        const bool newer = dtls13 || (position && (!s.newest || *position > *s.newest));
         bool moved = false;
         {
             const flag_scope receiving(s.receiving);
@@ -665,7 +682,7 @@ private:
             });
         }
         if (moved) {
-            s.newest = *position;
+            if (!dtls13) s.newest = position;
             s.last_activity = now;
         } else {
             ++counters_.connection_id_not_moved;
@@ -1023,7 +1040,7 @@ private:
         probe.now = now;
         probe.peer_id = std::span<const std::byte>(bound_id.data(), address.size() + sizeof(std::uint64_t));
         const auto result = listener_.offer(probe);
-        if (result == listen_result::hello_verify_sent) {
+        if (result == listen_result::cookie_sent) {
             ++counters_.hello_verify_requests;
             for (std::size_t i = 0; i < scratch.size(); ++i) {
                 front_door_out_.push(scratch[i]);

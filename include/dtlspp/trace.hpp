@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: MIT
-// Wire trace for DTLS 1.2: reads the cleartext framing of each datagram
-// (record headers, and for epoch 0 the handshake headers) without any keys.
+// Wire trace for DTLS 1.2 and 1.3: reads the cleartext framing of each
+// datagram (record headers, and for epoch 0 the handshake headers) without
+// any keys. DTLS 1.3 protects its records under the unified header (RFC 9147
+// §4: one flags byte, an optional Connection ID, 8 or 16 bits of encrypted
+// sequence number, an optional length); its plaintext records (ClientHello,
+// ServerHello, HelloRetryRequest, alerts before keys) keep the 1.2 header.
 //
 // The parser never allocates and never reads outside the datagram, so it can
 // run on every packet of a live connection and on hostile input alike.
@@ -39,6 +43,12 @@ enum class content_type : std::uint8_t {
     // type is inside the ciphertext, and its header holds the CID, whose
     // length is not on the wire: only the side that chose it knows it.
     tls12_cid = 25,
+    // RFC 9147 §7: a DTLS 1.3 ACK. On the wire only in plaintext at epoch
+    // 0; later ones are inside protected records.
+    ack = 26,
+    // Not a code on the wire: a DTLS 1.3 protected record (unified header,
+    // first byte 001CSLEE, RFC 9147 §4), whose real type is encrypted.
+    dtls13_ciphertext = 0x20,
 };
 
 // RFC 5246 §7.4 / RFC 6347 §4.2.2 handshake message types.
@@ -159,7 +169,13 @@ constexpr handshake_fragment read_fragment(std::span<const std::byte> rest) noex
 
 constexpr bool is_known_content_type(std::uint32_t type) noexcept
 {
-    return type >= 20 && type <= 24;
+    return (type >= 20 && type <= 24) || type == 26;
+}
+
+// RFC 9147 §4: the first byte of a unified header is 001CSLEE.
+constexpr bool is_unified_header(std::uint32_t first_byte) noexcept
+{
+    return (first_byte & 0xE0) == 0x20;
 }
 
 } // namespace detail
@@ -222,15 +238,26 @@ struct record_view {
     // Non-empty when the record's framing was fine but its plaintext body was
     // not; fragments() then yields only the well-formed prefix.
     std::string_view malformed_reason;
-    // The CID of a tls12_cid record (never empty for one); empty otherwise.
+    // The CID of a tls12_cid record (never empty for one), or of a DTLS 1.3
+    // record whose header carries one; empty otherwise.
     std::span<const std::byte> connection_id;
+    // DTLS 1.3 unified header (type dtls13_ciphertext): `epoch` holds the
+    // epoch's low two bits, all the header says (RFC 9147 §4), and
+    // `sequence_number` the 8 or 16 low bits as sent, which are encrypted
+    // (§4.2.3): neither orders anything without the keys. `version` is 0.
+    bool unified = false;
+    std::uint8_t unified_header_size = 0;
 
     // Anything after ChangeCipherSpec is protected; we cannot look inside.
-    // tls12_cid records are always protected (the parser refuses epoch 0).
-    constexpr bool is_encrypted() const noexcept { return epoch != 0; }
+    // tls12_cid records are always protected (the parser refuses epoch 0),
+    // and so are unified-header records.
+    constexpr bool is_encrypted() const noexcept { return unified || epoch != 0; }
 
     // Bytes from the record's start to its payload.
-    constexpr std::size_t header_size() const noexcept { return record_header_size + connection_id.size(); }
+    constexpr std::size_t header_size() const noexcept
+    {
+        return unified ? unified_header_size : record_header_size + connection_id.size();
+    }
 
     // Empty unless this is a plaintext handshake record.
     constexpr fragment_range fragments() const noexcept
@@ -323,18 +350,51 @@ constexpr parse_result parse_datagram(std::span<const std::byte> datagram, F&& o
     std::size_t at = 0;
     while (at < datagram.size()) {
         const auto rest = datagram.subspan(at);
-        if (rest.size() < record_header_size) {
-            result.malformed_reason = "truncated record header";
-            result.malformed_offset = at;
-            return result;
-        }
         const auto type = detail::read_u8(rest, 0);
-        const bool cid_record = type == static_cast<std::uint8_t>(content_type::tls12_cid);
         const auto fail = [&](std::string_view reason) {
             result.malformed_reason = reason;
             result.malformed_offset = at;
             return result;
         };
+        if (detail::is_unified_header(type)) {
+            // RFC 9147 §4: C (0x10) a CID follows, S (0x08) 16-bit sequence
+            // number, L (0x04) a length follows, else the record runs to the
+            // datagram's end; EE the epoch's low bits.
+            std::size_t header = 1;
+            if (type & 0x10) {
+                if (connection_id_length == 0)
+                    return fail("DTLS 1.3 record with a Connection ID, but no Connection ID negotiated");
+                header += connection_id_length;
+            }
+            const std::size_t sequence_size = (type & 0x08) ? 2 : 1;
+            header += sequence_size;
+            if (type & 0x04) header += 2;
+            if (rest.size() < header) return fail("truncated record header");
+            const std::size_t length = (type & 0x04) ? detail::read_u16(rest, header - 2) : rest.size() - header;
+            if (length > rest.size() - header) return fail("record length past end of datagram");
+            record_view record;
+            record.type = content_type::dtls13_ciphertext;
+            record.unified = true;
+            record.unified_header_size = static_cast<std::uint8_t>(header);
+            record.epoch = static_cast<std::uint16_t>(type & 0x03);
+            const std::size_t sequence_at = 1 + ((type & 0x10) ? connection_id_length : 0);
+            record.sequence_number = sequence_size == 2 ? detail::read_u16(rest, sequence_at)
+                                                        : detail::read_u8(rest, sequence_at);
+            record.length = static_cast<std::uint16_t>(length);
+            record.offset = at;
+            if (type & 0x10) record.connection_id = rest.subspan(1, connection_id_length);
+            record.payload = rest.subspan(header, length);
+            on_record(std::as_const(record));
+            ++result.records;
+            at += header + length;
+            continue;
+        }
+        if (rest.size() < record_header_size) {
+            result.malformed_reason = "truncated record header";
+            result.malformed_offset = at;
+            return result;
+        }
+        const bool cid_record = type == static_cast<std::uint8_t>(content_type::tls12_cid);
         if (!cid_record && !detail::is_known_content_type(type))
             return fail("unknown content type");
         const auto epoch = detail::read_u16(rest, 3);
@@ -415,6 +475,20 @@ inline void append_hex(std::string& out, std::span<const std::byte> bytes)
 
 inline void append_record(std::string& out, const record_view& record)
 {
+    if (record.unified) {
+        // "DTLS 1.3 epoch 3 (low bits) seq 0x2a (encrypted) cid ..: protected record (40 B)".
+        out += "DTLS 1.3 epoch ";
+        append_number(out, record.epoch);
+        out += " (low bits): protected record";
+        if (!record.connection_id.empty()) {
+            out += " cid ";
+            append_hex(out, record.connection_id);
+        }
+        out += " (";
+        append_number(out, record.payload.size());
+        out += " B)";
+        return;
+    }
     out += "epoch ";
     append_number(out, record.epoch);
     out += " seq ";

@@ -14,7 +14,11 @@
 //   stack built with a smaller input buffer (mbedTLS with 4 KiB records)
 //   sets the bound lower (backend_traits::max_record_in), and would
 //   otherwise lose such a record without anyone counting it;
-// - epochs above 1 cannot exist: dtlspp never renegotiates;
+// - epochs above 1 cannot exist in a DTLS 1.2 header: dtlspp never
+//   renegotiates, and DTLS 1.3 protects every record of epoch 1 and up
+//   under its unified header (RFC 9147 §4), which only an association that
+//   may speak 1.3 accepts; its length is bounded by §4.2.3 and RFC 8446
+//   §5.2, and a CID in it must be ours;
 // - heartbeat (RFC 6520) is never negotiated: nothing of that type is valid;
 // - an empty fragment of a non-empty handshake message is taken by OpenSSL
 //   3.0 for the whole message (dtls_get_reassembled_message reassembles only
@@ -75,7 +79,17 @@ struct admission_limits {
     // must outlive the call. Empty means the peer sends none.
     std::span<const std::byte> own_connection_id;
     bool connection_id_negotiated = false;
+    // DTLS 1.3 may be (or is) spoken: records under the unified header are
+    // valid. Without it, none is: a DTLS 1.2 association never sees one.
+    bool dtls13 = false;
 };
+
+// RFC 9147 §4.2.3: a DTLS 1.3 protected record holds at least 16 bytes of
+// ciphertext (the sequence number mask samples them), and every AEAD dtlspp
+// offers adds a 16-byte tag to the inner plaintext, whose content type takes
+// one more byte: 17. At most 2^14 of plaintext plus 256 (RFC 8446 §5.2).
+inline constexpr std::size_t shortest_dtls13_record = 16 + 1;
+inline constexpr std::size_t dtls13_largest_expansion = 256;
 
 struct admission_verdict {
     drop_reason drop = drop_reason::none;
@@ -123,7 +137,19 @@ inline admission_verdict judge_datagram_parsed(std::span<const std::byte> datagr
     bool unknown_cid = false;
     admission_verdict verdict;
     const auto parsed = parse_datagram(datagram, [&](const record_view& r) {
+        if (r.unified) {
+            // DTLS 1.3: any epoch (the header holds its low bits only), the
+            // real type encrypted, the CID ours when there is one.
+            if (!limits.dtls13) unexpected_type = true;
+            const auto length = r.payload.size();
+            if (length < shortest_dtls13_record || length > limits.max_plaintext + dtls13_largest_expansion)
+                bad_length = true;
+            if (!r.connection_id.empty() && !std::ranges::equal(r.connection_id, limits.own_connection_id))
+                unknown_cid = true;
+            return;
+        }
         if (r.epoch > 1) wrong_epoch = true;
+        if (r.type == content_type::ack && !limits.dtls13) unexpected_type = true;
         if (r.type == content_type::heartbeat) unexpected_type = true;
         // DTLSInnerPlaintext holds the real content type after the content,
         // so a CID record's body is a byte longer than another protected

@@ -27,6 +27,8 @@ constexpr std::string_view content_type_name_of(std::uint8_t type) noexcept
     case 23: return "ApplicationData";
     case 24: return "Heartbeat";
     case 25: return "ConnectionID";
+    case 26: return "ACK";
+    case 0x20: return "DTLS13Ciphertext";
     default: return unknown_code_name;
     }
 }
