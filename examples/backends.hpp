@@ -11,6 +11,9 @@
 #ifdef EXAMPLES_HAVE_MBEDTLS
 #include <dtlspp/backend/mbedtls.hpp>
 #endif
+#ifdef EXAMPLES_HAVE_WOLFSSL
+#include <dtlspp/backend/wolfssl.hpp>
+#endif
 
 #include <exception>
 #include <iostream>
@@ -29,6 +32,9 @@ inline std::string built_backends()
 #ifdef EXAMPLES_HAVE_MBEDTLS
     names += "mbedtls ";
 #endif
+#ifdef EXAMPLES_HAVE_WOLFSSL
+    names += "wolfssl ";
+#endif
     if (!names.empty()) names.pop_back();
     return names;
 }
@@ -44,12 +50,18 @@ int with_backend(const arguments& args, Run&& run)
 #ifdef EXAMPLES_HAVE_MBEDTLS
     if (name == "mbedtls") return run.template operator()<dtlspp::mbedtls_backend>();
 #endif
+#ifdef EXAMPLES_HAVE_WOLFSSL
+    if (name == "wolfssl") return run.template operator()<dtlspp::wolfssl_backend>();
+#endif
     throw usage_error("--backend: '" + name + "' is not built in (this build has:"
 #ifdef EXAMPLES_HAVE_OPENSSL
                       " openssl"
 #endif
 #ifdef EXAMPLES_HAVE_MBEDTLS
                       " mbedtls"
+#endif
+#ifdef EXAMPLES_HAVE_WOLFSSL
+                      " wolfssl"
 #endif
                       ")");
 }

@@ -137,18 +137,42 @@ private:
         // The backends hand over a finished NSS line; keylog_writer takes
         // the two binary fields so it can check their sizes, so parse it
         // back. Any other label would be a stack we do not know: skip it.
+        // "LABEL <client random> <secret>": CLIENT_RANDOM and a 48-byte
+        // master secret (DTLS 1.2), or a DTLS 1.3 traffic secret of 32 or 48
+        // bytes; keylog_writer checks the label and the sizes.
         void write_key_line(std::string_view line)
         {
-            static constexpr std::string_view label = "CLIENT_RANDOM ";
             std::array<std::byte, dtlspp::keylog_writer::client_random_size> random{};
-            std::array<std::byte, dtlspp::keylog_writer::master_secret_size> secret{};
-            if (line.substr(0, label.size()) != label || line.size() < label.size() + 64 + 1 + 96 ||
-                line[label.size() + 64] != ' ' || !unhex(line.substr(label.size(), 64), random) ||
-                !unhex(line.substr(label.size() + 65, 96), secret)) {
+            std::array<std::byte, 48> secret{};
+            const auto space = line.find(' ');
+            const auto label = line.substr(0, space);
+            const auto rest = space == std::string_view::npos ? std::string_view() : line.substr(space + 1);
+            const std::size_t secret_hex = rest.size() > 65 ? rest.size() - 65 : 0;
+            if (rest.size() < 65 || rest[64] != ' ' || (secret_hex != 64 && secret_hex != 96) ||
+                !unhex(rest.substr(0, 64), random) ||
+                !unhex_into(rest.substr(65), std::span<std::byte>(secret.data(), secret_hex / 2))) {
                 report("key log", std::make_error_code(std::errc::invalid_argument));
                 return;
             }
-            if (auto ec = keys.write(random, secret)) report("key log", ec);
+            if (auto ec = keys.write(label, random, std::span<const std::byte>(secret.data(), secret_hex / 2)))
+                report("key log", ec);
+        }
+
+        static bool unhex_into(std::string_view text, std::span<std::byte> out)
+        {
+            if (text.size() != out.size() * 2) return false;
+            const auto digit = [](char c) -> int {
+                if (c >= '0' && c <= '9') return c - '0';
+                if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+                if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+                return -1;
+            };
+            for (std::size_t i = 0; i < out.size(); ++i) {
+                const int hi = digit(text[2 * i]), lo = digit(text[2 * i + 1]);
+                if (hi < 0 || lo < 0) return false;
+                out[i] = static_cast<std::byte>(hi << 4 | lo);
+            }
+            return true;
         }
 
         template <std::size_t N>

@@ -43,7 +43,9 @@ namespace {
 const char* const usage =
     "usage: dtls_compare [options]\n"
     "  --pairs LIST            client-server pairs, comma separated, or all (default all built:\n"
-    "                          openssl-openssl, mbedtls-mbedtls, openssl-mbedtls, mbedtls-openssl)\n"
+    "                          openssl-openssl, mbedtls-mbedtls, openssl-mbedtls, mbedtls-openssl;\n"
+    "                          with wolfSSL: wolfssl-wolfssl, wolfssl-openssl, openssl-wolfssl,\n"
+    "                          wolfssl-mbedtls, mbedtls-wolfssl, and wolfssl-wolfssl-dtls13 on DTLS 1.3)\n"
     "  --mtu LIST              max UDP payload on both sides and the link's clamp (default 1200)\n"
     "  --loss LIST             loss per datagram and direction, in percent (default 0,10,30)\n"
     "  --seeds N               link seeds per grid point (default 20)\n"
@@ -77,9 +79,10 @@ using namespace examples::compare;
 using run_function = run_result (*)(const run_settings&, const run_spec&);
 
 struct pair_entry {
-    std::string name; // client-server
+    std::string name; // client-server, "-dtls13" when both sides speak DTLS 1.3 only
     run_function run;
     bool has_openssl;
+    bool dtls13 = false;
 };
 
 std::vector<pair_entry> built_pairs()
@@ -96,6 +99,20 @@ std::vector<pair_entry> built_pairs()
 #if defined(EXAMPLES_HAVE_OPENSSL) && defined(EXAMPLES_HAVE_MBEDTLS)
     pairs.push_back({"openssl-mbedtls", &run_one<O, M>, true});
     pairs.push_back({"mbedtls-openssl", &run_one<M, O>, true});
+#endif
+#ifdef EXAMPLES_HAVE_WOLFSSL
+    using W = dtlspp::wolfssl_backend;
+    pairs.push_back({"wolfssl-wolfssl", &run_one<W, W>, false});
+#ifdef EXAMPLES_HAVE_OPENSSL
+    pairs.push_back({"wolfssl-openssl", &run_one<W, O>, true});
+    pairs.push_back({"openssl-wolfssl", &run_one<O, W>, true});
+#endif
+#ifdef EXAMPLES_HAVE_MBEDTLS
+    pairs.push_back({"wolfssl-mbedtls", &run_one<W, M>, false});
+    pairs.push_back({"mbedtls-wolfssl", &run_one<M, W>, false});
+#endif
+    // The same stack on DTLS 1.3 (RFC 9147), the only one here that has it.
+    pairs.push_back({"wolfssl-wolfssl-dtls13", &run_one<W, W>, false, true});
 #endif
     return pairs;
 }
@@ -293,6 +310,7 @@ int main(int argc, char** argv)
                         spec.loss = loss;
                         spec.openssl_default_mtu = default_mtu;
                         spec.rebind = rebind;
+                        spec.dtls13 = pair->dtls13;
                         groups.emplace_back(pair->name, spec);
                         for (std::size_t s = 0; s < seeds; ++s) {
                             spec.seed = first_seed + s;

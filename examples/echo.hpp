@@ -50,6 +50,14 @@ inline std::string hex(std::span<const std::byte> bytes)
     return text;
 }
 
+// "DTLS 1.3": the version an open association negotiated.
+template <class Endpoint>
+std::string version_of(const Endpoint& e)
+{
+    const auto v = e.version();
+    return v ? std::string(dtlspp::to_string(*v)) : std::string("DTLS ?");
+}
+
 // "connection id: ..." for the connected / open lines, when one was asked
 // for: the CIDs in use, or why there are none.
 template <class Backend>
@@ -147,7 +155,7 @@ int run_echo_server(const arguments& args, dtlspp::config c, capture& cap)
         {
             const auto* e = server->core().find(peer);
             const std::lock_guard lock(*output);
-            std::cout << "open " << peer.to_string() << " " << (e ? e->cipher_suite() : "");
+            std::cout << "open " << peer.to_string() << " " << (e ? version_of(*e) + " " + e->cipher_suite() : "");
             if (e && config->connection_id) std::cout << ", " << describe_connection_id<Backend>(*config, e->connection_id());
             std::cout << std::endl;
         }
@@ -235,7 +243,7 @@ int run_echo_client(const arguments& args, dtlspp::config c, capture& cap)
     }
     const auto handshake = duration_cast<microseconds>(steady_clock::now() - started);
     std::cout << "echo_client: " << Backend::name << " connected to " << server_address.to_string() << " with "
-              << client->association().cipher_suite() << " in " << handshake.count() / 1000.0 << " ms";
+              << version_of(client->association()) << " " << client->association().cipher_suite() << " in " << handshake.count() / 1000.0 << " ms";
     if (c.connection_id) std::cout << ", " << describe_connection_id<Backend>(c, client->association().connection_id());
     std::cout << std::endl;
 

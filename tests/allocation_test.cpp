@@ -83,7 +83,9 @@ struct echo_handler {
 
 } // namespace
 
-BOOST_AUTO_TEST_CASE_TEMPLATE(an_open_association_echoes_without_allocating, Backend, all_backends)
+// Not over wolfSSL: it allocates its record buffers for each record it reads
+// or writes (4 allocations per echo measured, docs/backends.md).
+BOOST_AUTO_TEST_CASE_TEMPLATE(an_open_association_echoes_without_allocating, Backend, backends_without_wolfssl)
 {
     failure f;
     auto srv = server<Backend>::create(server_config(), {}, f);

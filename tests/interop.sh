@@ -481,18 +481,46 @@ gnutls_serv_case() {
 # (--count 0) reads the client's "connection id:" line, and a stack without
 # them is skipped with the reason that line gives.
 
+# DTLS versions between the example programs: SERVER_DTLS and CLIENT_DTLS
+# are --dtls values; both must print WANT ("DTLS 1.3") on their open /
+# connected lines.
+dtls_version_case() {
+    local backend=$1 name=$2 server_dtls=$3 client_dtls=$4 want=$5
+    next_case
+    local sout="$CASE.server" cout="$CASE.client"
+    if ! start_echo_server "$backend" "$sout" 127.0.0.1 --cert server-ecdsa.pem --key server-ecdsa.key \
+        --dtls "$server_dtls"; then
+        fail "$name" "echo_server did not start" "$sout"
+        return
+    fi
+    timeout "$PROCESS_LIMIT" "$ECHO_CLIENT" --backend "$backend" --connect "127.0.0.1:$ECHO_PORT" --ca ca.pem \
+        --server-name localhost --dtls "$client_dtls" --count 3 </dev/null >"$cout" 2>&1
+    local status=$?
+    wait_exit "$ECHO_PID" >/dev/null
+    if ((status != 0)) || ! grep -q ' 3/3 echoes' "$cout"; then
+        fail "$name" "echo_client exited with status $status, or not all 3 echoes came back" "$cout" "$sout"
+        return
+    fi
+    if ! grep -Eq "connected to .* with $want " "$cout" || ! grep -Eq "^open .* $want " "$sout"; then
+        fail "$name" "a side did not print '$want' on its connected / open line" "$cout" "$sout"
+        return
+    fi
+    pass "$name"
+}
+
 cid_rebind_case() {
     local backend=$1 name=$2
+    shift 2
     next_case
     local pout="$CASE.probe.server" pcout="$CASE.probe.client" sout="$CASE.server" cout="$CASE.client"
-    local x509="--cert server-ecdsa.pem --key server-ecdsa.key --connection-id 8"
+    local x509="--cert server-ecdsa.pem --key server-ecdsa.key --connection-id 8 $*"
     # shellcheck disable=SC2086
     if ! start_echo_server "$backend" "$pout" 127.0.0.1 $x509; then
         fail "$name" "echo_server did not start" "$pout"
         return
     fi
     timeout "$PROCESS_LIMIT" "$ECHO_CLIENT" --backend "$backend" --connect "127.0.0.1:$ECHO_PORT" --ca ca.pem \
-        --connection-id 8 --count 0 </dev/null >"$pcout" 2>&1
+        --connection-id 8 --count 0 "$@" </dev/null >"$pcout" 2>&1
     local status=$?
     wait_exit "$ECHO_PID" >/dev/null
     local line
@@ -511,7 +539,7 @@ cid_rebind_case() {
         return
     fi
     timeout "$PROCESS_LIMIT" "$ECHO_CLIENT" --backend "$backend" --connect "127.0.0.1:$ECHO_PORT" --ca ca.pem \
-        --connection-id 8 --rebind-after 2 --count 5 </dev/null >"$cout" 2>&1
+        --connection-id 8 --rebind-after 2 --count 5 "$@" </dev/null >"$cout" 2>&1
     status=$?
     wait_exit "$ECHO_PID" >/dev/null # --exit-after 1: it ends after the close
     if ((status != 0)) || ! grep -q ' 5/5 echoes' "$cout"; then
@@ -642,6 +670,14 @@ run_backend() {
     fi
 
     cid_rebind_case "$b" "[$b] echo_client -> echo_server, Connection ID, rebind after 2 echoes"
+    if [[ $b == wolfssl ]]; then
+        # DTLS 1.3 (RFC 9147): only wolfSSL has it.
+        dtls_version_case "$b" "[$b] echo_client --dtls 1.3 -> echo_server --dtls 1.3" 1.3 1.3 "DTLS 1.3"
+        dtls_version_case "$b" "[$b] echo_client --dtls 1.2-1.3 -> echo_server --dtls 1.2-1.3" 1.2-1.3 1.2-1.3 "DTLS 1.3"
+        dtls_version_case "$b" "[$b] echo_client --dtls 1.2-1.3 -> echo_server --dtls 1.2: settles on 1.2" 1.2 1.2-1.3 "DTLS 1.2"
+        dtls_version_case "$b" "[$b] echo_client --dtls 1.2 -> echo_server --dtls 1.2-1.3: settles on 1.2" 1.2-1.3 1.2 "DTLS 1.2"
+        cid_rebind_case "$b" "[$b] echo_client -> echo_server, DTLS 1.3, Connection ID, rebind after 2 echoes" --dtls 1.3
+    fi
 }
 
 for backend in "${BACKENDS[@]}"; do

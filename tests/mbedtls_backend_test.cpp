@@ -33,7 +33,7 @@ inline std::ostream& operator<<(std::ostream& out, step value)
 }
 inline std::ostream& operator<<(std::ostream& out, listen_result value)
 {
-    constexpr const char* names[] = {"dropped", "hello_verify_sent", "accepted", "refused"};
+    constexpr const char* names[] = {"dropped", "cookie_sent", "accepted", "refused"};
     return out << names[static_cast<int>(value)];
 }
 inline std::ostream& operator<<(std::ostream& out, timeout_result value)
@@ -190,7 +190,7 @@ struct harness {
         if (!server) {
             const auto result = listener->offer(io);
             offers.push_back(result);
-            if (result == dtlspp::listen_result::hello_verify_sent) ++hello_verify_requests;
+            if (result == dtlspp::listen_result::cookie_sent) ++hello_verify_requests;
             if (result == dtlspp::listen_result::accepted) server.emplace(listener->accept());
         } else if (server_step == dtlspp::step::want_input) {
             server_step = server->handshake(io);
@@ -730,7 +730,7 @@ BOOST_AUTO_TEST_CASE(investigation_fragmented_client_hello_is_dropped)
     BOOST_TEST(h.to_client.empty());
     // Control: the same ClientHello unfragmented gets its HelloVerifyRequest.
     h.deliver_to_server(hello);
-    BOOST_TEST(h.offers.back() == dtlspp::listen_result::hello_verify_sent);
+    BOOST_TEST(h.offers.back() == dtlspp::listen_result::cookie_sent);
 }
 
 BOOST_AUTO_TEST_CASE(investigation_bad_mac_record_is_dropped_silently)

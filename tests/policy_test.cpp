@@ -111,7 +111,7 @@ std::pair<bytes, bytes> hellos(const config& client_cfg, typename Server::listen
     BOOST_TEST_REQUIRE(out.size() == 1u);
     bytes first(out[0].begin(), out[0].end());
     datagram_queue answer;
-    BOOST_TEST_REQUIRE((offer(server, first, answer) == listen_result::hello_verify_sent));
+    BOOST_TEST_REQUIRE((offer(server, first, answer) == listen_result::cookie_sent));
     BOOST_TEST_REQUIRE(answer.size() == 1u);
     out.clear();
     io.input = answer[0];
@@ -132,7 +132,10 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(every_pair_settles_on_the_suite_the_shared_policy_
             BOOST_TEST_REQUIRE(p.start(f), f.what());
             p.run_handshake();
             BOOST_TEST_REQUIRE((p.client().state() == endpoint_state::open), p.client().last_failure().what());
-            const auto expected = predicted_suite(c.client, c.server, c.key);
+            // DTLS 1.3 has its own suites, named by AEAD and hash only: the
+            // first of them, AES-128-GCM, whatever the credentials.
+            const auto expected =
+                Pair::dtls13 ? std::string("TLS_AES_128_GCM_SHA256") : predicted_suite(c.client, c.server, c.key);
             BOOST_TEST(!expected.empty());
             BOOST_TEST(p.client().cipher_suite() == expected);
             const auto* server_side = p.server_side();
@@ -179,7 +182,7 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_cookie_expires_on_the_configured_clock_on_every_
     (void)listener->accept();
     // Two periods later it is stale: a new HelloVerifyRequest, nothing kept.
     now += 120s;
-    BOOST_TEST((offer(*listener, with_cookie, out) == listen_result::hello_verify_sent));
+    BOOST_TEST((offer(*listener, with_cookie, out) == listen_result::cookie_sent));
     BOOST_TEST(out.size() == 1u);
     // The wall clock is far from this virtual one: the cookie can only have
     // expired on the configured clock.
@@ -231,7 +234,7 @@ BOOST_AUTO_TEST_CASE(servers_of_different_stacks_that_share_a_secret_accept_each
     std::shared_ptr<mbedtls_backend::context> other_ctx;
     auto other_listener = listener_for<mbedtls_backend>(other_cfg, other_ctx);
     const auto [first, with_cookie] = hellos<openssl_backend, openssl_backend>(client_config(), *openssl_listener);
-    BOOST_TEST((offer(*other_listener, with_cookie, out) == listen_result::hello_verify_sent));
+    BOOST_TEST((offer(*other_listener, with_cookie, out) == listen_result::cookie_sent));
 }
 #endif
 

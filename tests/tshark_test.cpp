@@ -237,6 +237,20 @@ void capture_and_decode(std::optional<std::size_t> cid)
                 if (seen_cid != hex_of(from_client ? ids.peer : ids.own)) ++wrong_cids;
             }
         }
+        if constexpr (Pair::dtls13) {
+            // DTLS 1.3: tshark 4.0 (Debian 12) dissects the plaintext
+            // records only: both ClientHellos, the HelloRetryRequest and
+            // the ServerHello (both handshake type 2). Records under the
+            // unified header are "Continuation Data" to it, so the key log
+            // decrypts nothing there (docs/backends.md); a later tshark
+            // may do more, which is reported, not required.
+            BOOST_TEST(seen[1].first == 2);
+            BOOST_TEST(seen[2].second == 2);
+            BOOST_TEST(seen[3].second == 0); // no HelloVerifyRequest on 1.3
+            BOOST_TEST(change_cipher_specs == 0);
+            BOOST_TEST_MESSAGE("tshark decrypted " << payload_copies << " of the 2 DTLS 1.3 application records");
+            return;
+        }
         // RFC 6347 §4.2.1 / RFC 5246 §7.3: who sends what in a full
         // certificate handshake with a cookie exchange.
         BOOST_TEST(seen[1].first == 2);  // ClientHello, without and with the cookie

@@ -54,6 +54,7 @@ struct run_settings {
 
 // One point of the grid.
 struct run_spec {
+    bool dtls13 = false;          // both sides DTLS 1.3 only (wolfSSL)
     std::string label;       // for file names and trace headers
     std::size_t mtu = 1200;  // max_udp_payload on both sides, and the link's clamp
     double loss = 0;         // per datagram, each direction, 0..1
@@ -157,6 +158,7 @@ run_result run_one(const run_settings& settings, const run_spec& spec)
         c.initial_retransmission_timeout = settings.initial_rto;
         c.max_retransmission_timeout = settings.max_rto;
         c.handshake_deadline = settings.deadline;
+        if (spec.dtls13) c.min_version = c.max_version = dtlspp::dtls_version::dtls_1_3;
     };
     dtlspp::config server_cfg;
     server_cfg.role = dtlspp::role::server;

@@ -4,8 +4,9 @@
 //
 // Definitions (docs/cross-stack.md repeats them for readers of the tables):
 // - handshake traffic: datagrams with at least one handshake or
-//   ChangeCipherSpec record (plaintext or encrypted). Application data and
-//   alerts are counted apart.
+//   ChangeCipherSpec record (plaintext or encrypted), or on DTLS 1.3 a
+//   record of the handshake epoch (2) under the unified header. Application
+//   data and alerts are counted apart.
 // - flight: the handshake datagrams one side emits in response to one event
 //   (a datagram it received, or its retransmission timer). The driver hands
 //   each side's output to batch() once per event, so a batch is a flight.
@@ -63,6 +64,13 @@ struct wire_side {
                     is_handshake = true;
                     if (!sent_change_cipher_) fresh = true;
                     sent_change_cipher_ = true;
+                } else if (r.unified && r.epoch == 2) {
+                    // DTLS 1.3's handshake epoch: the rest of a flight after
+                    // the ServerHello, encrypted (and the ACKs of a partly
+                    // received flight, which the header cannot tell apart).
+                    is_handshake = true;
+                    if (!sent_encrypted_) fresh = true;
+                    sent_encrypted_ = true;
                 } else if (r.type == dtlspp::content_type::handshake && r.is_encrypted()) {
                     is_handshake = true;
                     if (!sent_encrypted_) fresh = true;

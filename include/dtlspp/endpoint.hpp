@@ -621,6 +621,9 @@ private:
         // DTLS 1.3 records: while 1.3 may still be negotiated, or once it
         // was.
         limits.dtls13 = may_speak_dtls13();
+        limits.dtls13_only = limits.dtls13 && (settings().min_version == dtls_version::dtls_1_3 ||
+                                               (state_ != endpoint_state::handshaking &&
+                                                session_.protocol_version() == dtls_version::dtls_1_3));
         const auto verdict = detail::judge_datagram(datagram, limits);
         switch (verdict.drop) {
         case detail::drop_reason::none: break;

@@ -287,7 +287,7 @@ private:
 };
 
 // Appends NSS key log lines ("CLIENT_RANDOM <client_random> <master_secret>",
-// both lowercase hex), the format Wireshark's TLS/DTLS dissector reads to
+// both lowercase hex; on DTLS 1.3 one line per traffic secret), the format Wireshark's TLS/DTLS dissector reads to
 // decrypt a capture. Each line is flushed at once so a crash loses nothing
 // and a Wireshark watching the file sees keys as they appear.
 class keylog_writer {
@@ -333,6 +333,41 @@ public:
         out = append_hex(out, master_secret);
         *out++ = '\n';
         if (auto error = detail::write_all(file_.get(), line.data(), line.size()))
+            return error;
+        errno = 0;
+        return std::fflush(file_.get()) == 0 ? std::error_code() : detail::last_io_error();
+    }
+
+    // Any line of the format: DTLS 1.3's labels (CLIENT_HANDSHAKE_TRAFFIC_SECRET,
+    // SERVER_HANDSHAKE_TRAFFIC_SECRET, CLIENT_TRAFFIC_SECRET_0,
+    // SERVER_TRAFFIC_SECRET_0, EXPORTER_SECRET) with a 32- or 48-byte secret
+    // (SHA-256 or SHA-384 suites), or CLIENT_RANDOM with a 48-byte master
+    // secret. Another label, or another size, is invalid_argument.
+    std::error_code write(std::string_view label, std::span<const std::byte> client_random,
+                          std::span<const std::byte> secret) noexcept
+    {
+        if (label == "CLIENT_RANDOM")
+            return write(client_random, secret);
+        if (!file_)
+            return std::make_error_code(std::errc::bad_file_descriptor);
+        static constexpr std::array<std::string_view, 5> dtls13_labels{
+            "CLIENT_HANDSHAKE_TRAFFIC_SECRET", "SERVER_HANDSHAKE_TRAFFIC_SECRET", "CLIENT_TRAFFIC_SECRET_0",
+            "SERVER_TRAFFIC_SECRET_0", "EXPORTER_SECRET"};
+        bool known = false;
+        for (const auto l : dtls13_labels)
+            known = known || l == label;
+        if (!known || client_random.size() != client_random_size || (secret.size() != 32 && secret.size() != 48))
+            return std::make_error_code(std::errc::invalid_argument);
+        std::array<char, 32 + 1 + 2 * client_random_size + 1 + 2 * 48 + 1> line{};
+        auto* out = line.data();
+        for (const char c : label)
+            *out++ = c;
+        *out++ = ' ';
+        out = append_hex(out, client_random);
+        *out++ = ' ';
+        out = append_hex(out, secret);
+        *out++ = '\n';
+        if (auto error = detail::write_all(file_.get(), line.data(), static_cast<std::size_t>(out - line.data())))
             return error;
         errno = 0;
         return std::fflush(file_.get()) == 0 ? std::error_code() : detail::last_io_error();

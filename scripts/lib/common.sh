@@ -30,3 +30,18 @@ configure() {
   rm -f "$log"
   return "$status"
 }
+
+# The wolfSSL backend (GPLv3 or commercial: docs/backends.md) is built only
+# when asked for. The test and fuzz scripts ask for it whenever its release
+# tarball is at hand or can be fetched from Debian's source package
+# (scripts/fetch-subprojects wolfssl), since the suite tests every backend
+# it can build; DTLSPP_WOLFSSL=0 leaves it out. Prints the meson option.
+wolfssl_option() {
+  [ "${DTLSPP_WOLFSSL:-1}" = 0 ] && return 0
+  if bash scripts/fetch-subprojects wolfssl >/dev/null 2>&1; then
+    echo "-Dwolfssl=enabled"
+  else
+    echo "note: wolfSSL's tarball is not in subprojects/packagecache/ and could not be fetched" \
+      "(run scripts/fetch-subprojects wolfssl as root): building without the wolfSSL backend" >&2
+  fi
+}

@@ -166,6 +166,10 @@ struct srtp_support {
     // accepts (false). RFC 5764 §4.1.1 leaves the choice to the server.
     bool server_order = true;
     bool exports_keying_material = false; // RFC 5705 exporter after the handshake
+    // A client of this stack offers config::srtp_profiles in their order
+    // (true), or in the order of their code points (false: wolfSSL keeps
+    // them as a bit set).
+    bool client_order = true;
 };
 
 // What a backend can do, known at compile time, so code that depends on it

@@ -19,12 +19,12 @@
 #include <dtlspp/backend/concept.hpp>
 #include <dtlspp/backend/wolfssl/detail_errors.hpp>
 #include <dtlspp/backend/wolfssl/detail_io.hpp>
+#include <dtlspp/backend/wolfssl/detail_support.hpp>
 #include <dtlspp/config.hpp>
 #include <dtlspp/detail/checks.hpp>
 #include <dtlspp/detail/cookie.hpp>
 #include <dtlspp/detail/policy.hpp>
 #include <dtlspp/error.hpp>
-#include <dtlspp/trace.hpp>
 
 #include <wolfssl/wolfcrypt/settings.h>
 #include <wolfssl/ssl.h>
@@ -61,9 +61,10 @@ struct wolfssl_backend {
     // Timers run on datagram_io::now: wolfSSL retransmits when told the
     // timer expired (wolfSSL_dtls_got_timeout). Connection ID on both
     // versions; DTLS 1.2 and 1.3. SRTP: all four profiles, the client's
-    // order wins (TLSX_UseSRTP_Parse takes the client's first it knows).
+    // order wins (TLSX_UseSRTP_Parse takes the client's first it knows),
+    // and a client offers them by code point, whatever config's order.
     static constexpr backend_traits traits{timer_clock::caller, true, {true, true}, 16384, true,
-                                           {true, true, false, true}};
+                                           {true, true, false, true, false}};
 
     static std::string version() { return std::string("wolfSSL ") + wolfSSL_lib_version(); }
     static std::shared_ptr<context> make_context(const config& cfg, failure& f);
@@ -71,68 +72,6 @@ struct wolfssl_backend {
     static std::optional<listener> make_listener(context& ctx, failure& f);
 };
 
-namespace detail::wolfssl {
-
-inline std::string to_hex(const unsigned char* bytes, std::size_t length)
-{
-    static constexpr char digits[] = "0123456789abcdef";
-    std::string text;
-    text.reserve(length * 2);
-    for (std::size_t i = 0; i < length; ++i) {
-        text += digits[bytes[i] >> 4];
-        text += digits[bytes[i] & 0x0F];
-    }
-    return text;
-}
-
-inline bool hmac_sha256(std::span<const std::uint8_t> key, std::span<const std::uint8_t> message,
-                        std::span<std::uint8_t, cookie_size> out) noexcept
-{
-    Hmac hmac;
-    if (wc_HmacInit(&hmac, nullptr, INVALID_DEVID) != 0) return false;
-    const bool ok = wc_HmacSetKey(&hmac, WC_SHA256, key.data(), static_cast<word32>(key.size())) == 0 &&
-                    wc_HmacUpdate(&hmac, message.data(), static_cast<word32>(message.size())) == 0 &&
-                    wc_HmacFinal(&hmac, out.data()) == 0;
-    wc_HmacFree(&hmac);
-    return ok;
-}
-
-// wolfSSL_Init once per process; wolfSSL_Cleanup is never called, since
-// contexts may outlive any one user.
-inline bool initialise() noexcept
-{
-    static const bool ok = wolfSSL_Init() == WOLFSSL_SUCCESS;
-    return ok;
-}
-
-// An IP literal (dotted IPv4 or any text with ':'): no SNI for it (RFC 6066
-// §3), and wolfSSL checks it against the certificate's iPAddress names.
-inline bool is_ip_literal(std::string_view name) noexcept
-{
-    if (name.find(':') != std::string_view::npos) return true;
-    return !name.empty() && std::all_of(name.begin(), name.end(), [](char c) { return (c >= '0' && c <= '9') || c == '.'; });
-}
-
-inline const char* srtp_name(srtp_profile p) noexcept
-{
-    switch (p) {
-    case srtp_profile::aes128_cm_hmac_sha1_80: return "SRTP_AES128_CM_SHA1_80";
-    case srtp_profile::aes128_cm_hmac_sha1_32: return "SRTP_AES128_CM_SHA1_32";
-    case srtp_profile::null_hmac_sha1_80: return "SRTP_NULL_SHA1_80";
-    case srtp_profile::null_hmac_sha1_32: return "SRTP_NULL_SHA1_32";
-    }
-    return nullptr;
-}
-
-// The TLS 1.3 suites (RFC 8446 §B.4) dtlspp offers on DTLS 1.3, in the
-// policy's order of bulk ciphers.
-inline constexpr std::array<std::uint16_t, 3> tls13_suites{0x1301, 0x1302, 0x1303};
-
-// DTLS 1.3 protects every record with the AEAD tag (16 bytes) and adds the
-// inner content type (1 byte); no explicit nonce (RFC 9147 §4).
-inline constexpr std::size_t dtls13_expansion = 16 + 1;
-
-} // namespace detail::wolfssl
 
 // ---------------------------------------------------------------------------
 // context
@@ -401,9 +340,13 @@ private:
                 wolfSSL_UseSNI(ssl, WOLFSSL_SNI_HOST_NAME, name.data(), static_cast<word16>(name.size())) !=
                     WOLFSSL_SUCCESS)
                 return fail("wolfSSL_UseSNI failed");
+            // An IP literal is checked against iPAddress entries
+            // (wolfSSL_check_ip_address), a name against DNS names and the
+            // CN (wolfSSL_check_domain_name).
             if (verification_ != peer_verification::none &&
-                wolfSSL_check_domain_name(ssl, name.c_str()) != WOLFSSL_SUCCESS)
-                return fail("wolfSSL_check_domain_name failed");
+                (detail::wolfssl::is_ip_literal(name) ? wolfSSL_check_ip_address(ssl, name.c_str())
+                                                      : wolfSSL_check_domain_name(ssl, name.c_str())) != WOLFSSL_SUCCESS)
+                return fail("wolfSSL_check_domain_name / wolfSSL_check_ip_address failed");
         }
         if (!alpn_list_.empty() &&
             wolfSSL_UseALPN(ssl, alpn_list_.data(), static_cast<unsigned int>(alpn_list_.size()),
@@ -705,52 +648,9 @@ private:
 
     bool waiting_for_ack() const noexcept { return wolfSSL_dtls13_has_pending_msg(state_->ssl) != 0; }
 
-    // DTLS 1.2: wolfSSL resends its last flight whenever a datagram of the
-    // peer's previous flight arrives (RFC 6347 §4.2.4), and so does mbedTLS.
-    // When a handshake cannot finish (different PSKs: the Finished never
-    // verifies), each one's resend is the other's trigger, and the two
-    // would exchange flights as fast as the path carries them. Here a resend
-    // caused by a received datagram goes out at most once per half initial
-    // retransmission timeout; the timer's own resends are not limited. A
-    // flight is a resend when every handshake message in it went out before
-    // (by message_seq) and its ChangeCipherSpec, if any, did too. DTLS 1.3
-    // encrypts that information; wolfSSL spaces its 1.3 resends itself
-    // (DTLS13_MIN_RTX_INTERVAL, on dtlspp's clock).
     void limit_resends(datagram_io& io, std::size_t queued_before)
     {
-        if (!io.output || io.output->size() <= queued_before) return;
-        bool fresh = false;
-        bool handshake = false;
-        for (std::size_t i = queued_before; i < io.output->size(); ++i) {
-            parse_datagram((*io.output)[i], [&](const record_view& r) {
-                if (r.unified) {
-                    fresh = true; // DTLS 1.3: not judged here
-                } else if (r.type == content_type::change_cipher_spec) {
-                    handshake = true;
-                    if (!sent_change_cipher_) fresh = true;
-                    sent_change_cipher_ = true;
-                } else if (r.type == content_type::handshake && !r.is_encrypted()) {
-                    for (const auto& fragment : r.fragments()) {
-                        handshake = true;
-                        if (!next_message_seq_ || fragment.message_seq >= *next_message_seq_) fresh = true;
-                        highest_message_seq_ = std::max<std::uint32_t>(highest_message_seq_, fragment.message_seq);
-                    }
-                } else if (r.type == content_type::handshake) {
-                    handshake = true;
-                }
-            });
-        }
-        if (!handshake) return;
-        if (fresh) {
-            next_message_seq_ = highest_message_seq_ + 1;
-            return;
-        }
-        const auto spacing = state_->initial_timeout / 2;
-        if (last_resend_ && io.now - *last_resend_ < spacing) {
-            io.output->truncate(queued_before);
-            return;
-        }
-        last_resend_ = io.now;
+        resends_.after_call(io, queued_before, state_->initial_timeout / 2);
     }
 
     // The timer after a call: a new flight restarts it; whether it runs on
@@ -825,11 +725,7 @@ private:
 
     std::unique_ptr<detail::wolfssl::ssl_state> state_;
     failure failure_;
-    // limit_resends(): what went out before, and when a resend last did.
-    std::optional<std::uint32_t> next_message_seq_;
-    std::uint32_t highest_message_seq_ = 0;
-    bool sent_change_cipher_ = false;
-    std::optional<time_point> last_resend_;
+    detail::wolfssl::resend_limiter resends_;
     bool broken_ = false;      // wolfSSL returned a fatal error
     bool closed_ = false;      // we called close()
     bool peer_closed_ = false; // the peer sent close_notify
@@ -850,7 +746,7 @@ public:
         // A cookie of the period just ended is still good (detail/cookie.hpp),
         // but wolfSSL checks one key at a time: on a new cookie for a
         // ClientHello that carried one, try the previous period's key.
-        if (result == listen_result::cookie_sent && carries_cookie(input)) {
+        if (result == listen_result::cookie_sent && detail::wolfssl::carries_cookie(input)) {
             datagram_queue first_answer;
             std::swap(first_answer, answer_);
             datagram_io retry = io;
@@ -870,47 +766,9 @@ public:
     }
 
 private:
-    // Whether a ClientHello carries a cookie: DTLS 1.2's cookie field
-    // (RFC 6347 §4.2.1), or DTLS 1.3's cookie extension (44, RFC 8446
-    // §4.2.2). Only a whole, unfragmented ClientHello is looked at.
-    static bool carries_cookie(std::span<const std::byte> datagram) noexcept
-    {
-        bool found = false;
-        parse_datagram(datagram, [&](const record_view& r) {
-            for (const auto& f : r.fragments()) {
-                if (f.msg_type != static_cast<std::uint8_t>(handshake_type::client_hello) || !f.is_whole_message())
-                    continue;
-                const auto b = f.body;
-                auto at = [&](std::size_t i) { return std::to_integer<std::size_t>(b[i]); };
-                std::size_t i = 2 + 32; // client_version, random
-                if (i >= b.size()) continue;
-                i += 1 + at(i); // session_id
-                if (i >= b.size()) continue;
-                if (at(i) != 0) {
-                    found = true;
-                    continue;
-                }
-                i += 1;
-                if (i + 2 > b.size()) continue;
-                i += 2 + ((at(i) << 8) | at(i + 1)); // cipher_suites
-                if (i >= b.size()) continue;
-                i += 1 + at(i); // compression_methods
-                if (i + 2 > b.size()) continue;
-                const std::size_t end = std::min(b.size(), i + 2 + ((at(i) << 8) | at(i + 1)));
-                i += 2;
-                while (i + 4 <= end) {
-                    const std::size_t type = (at(i) << 8) | at(i + 1);
-                    const std::size_t length = (at(i + 2) << 8) | at(i + 3);
-                    if (type == 44) found = true;
-                    i += 4 + length;
-                }
-            }
-        });
-        return found;
-    }
-
     listen_result offer_with_key(datagram_io& io, int back)
     {
+        const auto input = io.input;
         if (!state_) {
             failure ignored;
             state_ = context_->make_state(ignored);
@@ -942,18 +800,38 @@ private:
                     result = listen_result::accepted;
                 } else {
                     fresh_needed = true;
-                    if (!staging_.empty() && err != 0) {
-                        // wolfSSL refused the verified ClientHello with an
-                        // alert (no ALPN protocol or suite in common): the
-                        // client learns it at once.
+                    if (err != 0) {
+                        // wolfSSL refused the verified ClientHello (no ALPN
+                        // protocol or suite in common, a DTLS 1.3 PSK binder
+                        // that does not verify): the client learns it at
+                        // once. Where wolfSSL sent nothing (a bad binder),
+                        // the alert is ours: decrypt_error for a PSK (RFC
+                        // 8446 §4.2.11), else handshake_failure.
                         result = listen_result::refused;
                         last_refusal_ = detail::wolfssl::map_failure({.code = err, .handshaking = true});
+                        if (staging_.empty()) {
+                            const bool psk = err == BAD_BINDER || err == PSK_KEY_ERROR;
+                            if (psk) last_refusal_.code = make_error_code(errc::psk_mismatch);
+                            try {
+                                staging_.push(detail::wolfssl::plaintext_alert(input, psk ? 51 : 40));
+                            } catch (...) {
+                                result = listen_result::dropped;
+                            }
+                        }
                     }
                 }
             } else if (ret == WOLFSSL_FAILURE) {
                 // No cookie yet, or a stale one: the HelloVerifyRequest or
-                // HelloRetryRequest is queued, nothing is kept.
-                if (!staging_.empty()) result = listen_result::cookie_sent;
+                // HelloRetryRequest is queued, nothing is kept. On DTLS 1.3
+                // wolfSSL answers a cookie that does not verify (replayed
+                // from another address) with an alert instead: a refusal.
+                if (detail::wolfssl::only_alerts(staging_)) {
+                    result = listen_result::refused;
+                    last_refusal_ = make_failure(errc::handshake_failed,
+                                                 "the ClientHello's cookie did not verify for this address");
+                } else if (!staging_.empty()) {
+                    result = listen_result::cookie_sent;
+                }
             } else {
                 fresh_needed = true;
             }

@@ -82,6 +82,9 @@ struct admission_limits {
     // DTLS 1.3 may be (or is) spoken: records under the unified header are
     // valid. Without it, none is: a DTLS 1.2 association never sees one.
     bool dtls13 = false;
+    // Only DTLS 1.3 can be spoken (negotiated, or the config allows no
+    // other): a protected record under the 1.2 header cannot be genuine.
+    bool dtls13_only = false;
 };
 
 // RFC 9147 §4.2.3: a DTLS 1.3 protected record holds at least 16 bytes of
@@ -106,7 +109,7 @@ inline admission_verdict judge_datagram_parsed(std::span<const std::byte> datagr
 // ways give the same verdict (admission_test compares them).
 inline admission_verdict judge_datagram(std::span<const std::byte> datagram, const admission_limits& limits)
 {
-    if (datagram.size() >= record_header_size &&
+    if (!limits.dtls13_only && datagram.size() >= record_header_size &&
         datagram[0] == static_cast<std::byte>(content_type::application_data) && datagram[1] == std::byte{0xfe} &&
         datagram[2] == std::byte{0xfd} && datagram[3] == std::byte{0} && datagram[4] == std::byte{1}) {
         const std::size_t length = (std::to_integer<std::size_t>(datagram[11]) << 8) | std::to_integer<std::size_t>(datagram[12]);
@@ -148,7 +151,7 @@ inline admission_verdict judge_datagram_parsed(std::span<const std::byte> datagr
                 unknown_cid = true;
             return;
         }
-        if (r.epoch > 1) wrong_epoch = true;
+        if (r.epoch > 1 || (r.epoch != 0 && limits.dtls13_only)) wrong_epoch = true;
         if (r.type == content_type::ack && !limits.dtls13) unexpected_type = true;
         if (r.type == content_type::heartbeat) unexpected_type = true;
         // DTLSInnerPlaintext holds the real content type after the content,
