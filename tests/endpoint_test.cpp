@@ -488,6 +488,10 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_forged_short_protected_record_never_ends_the_ass
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(records_longer_than_their_epoch_allows_are_dropped, Pair, all_pairs)
 {
+    // DTLS 1.2 record headers: on DTLS 1.3 a protected one under this header
+    // is dropped whatever its length (a_forged_short_protected_record_...);
+    // the 1.3 bounds are in dtls13_test.
+    if constexpr (Pair::dtls13) return;
     auto p = make_pair<Pair>(server_config(), client_config());
     failure f;
     BOOST_REQUIRE(p.start(f));

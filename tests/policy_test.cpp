@@ -181,8 +181,11 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_cookie_expires_on_the_configured_clock_on_every_
     BOOST_TEST((offer(*listener, with_cookie, out) == listen_result::accepted));
     (void)listener->accept();
     // Two periods later it is stale: a new HelloVerifyRequest, nothing kept.
+    // wolfSSL on DTLS 1.3 refuses a cookie it cannot verify with an alert
+    // instead of a new HelloRetryRequest; the client starts over.
     now += 120s;
-    BOOST_TEST((offer(*listener, with_cookie, out) == listen_result::cookie_sent));
+    BOOST_TEST((offer(*listener, with_cookie, out) ==
+                (speaks_dtls13<Backend> ? listen_result::refused : listen_result::cookie_sent)));
     BOOST_TEST(out.size() == 1u);
     // The wall clock is far from this virtual one: the cookie can only have
     // expired on the configured clock.

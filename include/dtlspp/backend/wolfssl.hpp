@@ -714,13 +714,20 @@ private:
         if (const auto* entry = detail::find_suite(suite))
             facts.psk_suite = entry->exchange == detail::key_exchange::psk ||
                               entry->exchange == detail::key_exchange::ecdhe_psk;
-        else if ((suite >> 8) == 0x13)
+        else if ((suite >> 8) == 0x13 || (suite == 0 && settings().min_version == dtls_version::dtls_1_3))
             facts.psk_suite = settings().psk.has_value() && !settings().certificate;
         WOLFSSL_ALERT_HISTORY history{};
         if (code == FATAL_ERROR && wolfSSL_get_alert_history(ssl, &history) == WOLFSSL_SUCCESS &&
             history.last_rx.level == alert_fatal)
             facts.alert = history.last_rx.code;
         failure_ = detail::wolfssl::map_failure(facts);
+        // DTLS 1.3 checks a PSK through the ClientHello's binder (RFC 8446
+        // §4.2.11); wolfSSL refuses a binder made with another key with
+        // illegal_parameter, before any ServerHello. For a PSK-only client
+        // that can only be a PSK the server does not share.
+        if (facts.handshaking && facts.psk_suite && (facts.alert == 47 || facts.alert == 51) &&
+            settings().max_version == dtls_version::dtls_1_3 && wolfSSL_is_server(ssl) == 0)
+            failure_.code = make_error_code(errc::psk_mismatch);
     }
 
     std::unique_ptr<detail::wolfssl::ssl_state> state_;
@@ -742,13 +749,17 @@ public:
     listen_result offer(datagram_io& io)
     {
         const auto input = io.input;
+        cookie_rejected_ = false;
         auto result = offer_with_key(io, 0);
         // A cookie of the period just ended is still good (detail/cookie.hpp),
-        // but wolfSSL checks one key at a time: on a new cookie for a
-        // ClientHello that carried one, try the previous period's key.
-        if (result == listen_result::cookie_sent && detail::wolfssl::carries_cookie(input)) {
+        // but wolfSSL checks one key at a time: when a ClientHello that
+        // carried one got a new cookie (DTLS 1.2) or an alert (1.3), try the
+        // previous period's key.
+        if ((result == listen_result::cookie_sent || (result == listen_result::refused && cookie_rejected_)) &&
+            detail::wolfssl::carries_cookie(input)) {
             datagram_queue first_answer;
             std::swap(first_answer, answer_);
+            const auto first_refusal = last_refusal_;
             datagram_io retry = io;
             retry.input = input;
             retry.output = nullptr;
@@ -756,6 +767,7 @@ public:
                 result = listen_result::accepted;
             } else {
                 std::swap(first_answer, answer_);
+                last_refusal_ = first_refusal;
             }
             if (state_) context_->refresh_cookie_secret(*state_);
         }
@@ -827,13 +839,30 @@ private:
                 // from another address) with an alert instead: a refusal.
                 if (detail::wolfssl::only_alerts(staging_)) {
                     result = listen_result::refused;
+                    cookie_rejected_ = true;
                     last_refusal_ = make_failure(errc::handshake_failed,
                                                  "the ClientHello's cookie did not verify for this address");
                 } else if (!staging_.empty()) {
                     result = listen_result::cookie_sent;
                 }
             } else {
+                // wolfSSL refused the ClientHello while reading it, after the
+                // cookie (an ALPN protocol or a DTLS 1.3 PSK binder it does not
+                // accept): refused, with its alert or, where it sent none, ours.
                 fresh_needed = true;
+                const int err = wolfSSL_get_error(ssl, ret);
+                if (err == UNKNOWN_ALPN_PROTOCOL_NAME_E || err == BAD_BINDER || err == PSK_KEY_ERROR) {
+                    result = listen_result::refused;
+                    last_refusal_ = detail::wolfssl::map_failure({.code = err, .handshaking = true});
+                    if (err != UNKNOWN_ALPN_PROTOCOL_NAME_E) last_refusal_.code = make_error_code(errc::psk_mismatch);
+                    if (staging_.empty()) {
+                        try {
+                            staging_.push(detail::wolfssl::plaintext_alert(input, err == UNKNOWN_ALPN_PROTOCOL_NAME_E ? 120 : 51));
+                        } catch (...) {
+                            result = listen_result::dropped;
+                        }
+                    }
+                }
             }
         }
         if (result != listen_result::dropped) std::swap(answer_, staging_);
@@ -862,6 +891,7 @@ private:
     failure last_refusal_;
     datagram_queue staging_; // what wolfSSL sent during one attempt
     datagram_queue answer_;  // what the offer answers with
+    bool cookie_rejected_ = false; // the last attempt's refusal was a cookie that did not verify
 };
 
 // ---------------------------------------------------------------------------
