@@ -216,12 +216,18 @@ public:
     }
 
     // A server-side association whose cookie verified (server<Backend> calls
-    // this). `first_flight` is what the stack queued while accepting.
+    // this). `first_flight` is what the stack queued while accepting;
+    // `verified_hello` the datagram whose ClientHello carried the cookie.
     static endpoint adopt(std::shared_ptr<context_type> ctx, session_type s, time_point now,
-                          const datagram_queue& first_flight, trace_hook trace = {})
+                          const datagram_queue& first_flight, trace_hook trace = {},
+                          std::span<const std::byte> verified_hello = {})
     {
         endpoint e(std::move(ctx), std::move(s), now);
         e.trace_ = std::move(trace);
+        parse_datagram(verified_hello, [&](const record_view& r) {
+            if (!r.is_encrypted() && r.type == content_type::handshake)
+                for (const auto& fragment : r.fragments()) e.peer_plaintext_.note_client_hello(fragment);
+        });
         for (std::size_t i = 0; i < first_flight.size(); ++i) e.out_.push(first_flight[i]);
         e.account_output();
         // Some stacks answer the verified ClientHello inside the listener
@@ -598,8 +604,9 @@ private:
     }
 
     // The pre-filter (detail/admission.hpp says each rule and why): the
-    // stack only ever sees well-framed DTLS 1.2 records of epoch 0 or 1
-    // whose lengths and contents a valid peer can send.
+    // stack only ever sees well-framed records (DTLS 1.2 of epoch 0 or 1,
+    // DTLS 1.3 where it may be spoken) whose lengths and contents a valid
+    // peer can send at this point of the association.
     bool admit(std::span<const std::byte> datagram)
     {
         if (datagram.size() > max_datagram_in) {
@@ -624,6 +631,7 @@ private:
         limits.dtls13_only = limits.dtls13 && (settings().min_version == dtls_version::dtls_1_3 ||
                                                (state_ != endpoint_state::handshaking &&
                                                 session_.protocol_version() == dtls_version::dtls_1_3));
+        if (settings().role == role::server) limits.peer_plaintext = &peer_plaintext_;
         const auto verdict = detail::judge_datagram(datagram, limits);
         switch (verdict.drop) {
         case detail::drop_reason::none: break;
@@ -634,8 +642,13 @@ private:
         case detail::drop_reason::unknown_connection_id: ++counters_.dropped_unknown_connection_id; return false;
         }
         if (verdict.change_cipher_spec) peer_changed_cipher_ = true;
-        if (state_ == endpoint_state::handshaking && settings().role == role::client)
-            parse_datagram(datagram, [&](const record_view& r) { notice_plaintext(r); });
+        if (state_ == endpoint_state::handshaking)
+            parse_datagram(datagram, [&](const record_view& r) {
+                if (r.is_encrypted()) return;
+                if (r.type == content_type::handshake && settings().role == role::server)
+                    for (const auto& fragment : r.fragments()) peer_plaintext_.note(fragment);
+                if (settings().role == role::client) notice_plaintext(r);
+            });
         return true;
     }
 
@@ -983,6 +996,7 @@ private:
     bool sent_change_cipher_ = false;
     bool sent_finished_ = false;
     bool peer_changed_cipher_ = false;
+    detail::plaintext_handshake_log peer_plaintext_; // what the peer may send again once open, see admit()
     bool seen_server_hello_ = false;
     bool refused_at_limit_ = false;
     std::size_t peer_cid_length_in_hello_ = 0; // see connection_id_length()

@@ -835,7 +835,7 @@ private:
             return; // the verified session is dropped: nothing of it is kept
         }
         auto entry = std::make_unique<session_entry>(
-            from, endpoint_type::adopt(context_, std::move(verified), now, first_flight, trace_), now,
+            from, endpoint_type::adopt(context_, std::move(verified), now, first_flight, trace_, hello), now,
             client_hello_random(hello));
         entry->number = ++counters_.sessions_created;
         auto& s = *sessions_.emplace(from, std::move(entry)).first->second;

@@ -65,6 +65,7 @@ enum class handshake_type : std::uint8_t {
     certificate_verify = 15,
     client_key_exchange = 16,
     finished = 20,
+    certificate_status = 22,
 };
 
 // The plain DTLS 1.2 record header; a tls12_cid header adds the CID.

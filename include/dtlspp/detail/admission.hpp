@@ -28,6 +28,28 @@
 // - once open, a plaintext alert or application data record cannot come
 //   from the peer (both are protected after ChangeCipherSpec, RFC 5246
 //   §6.2.3): the stacks ignore them, dtlspp counts them;
+// - once open, a plaintext handshake message can only be a late copy of
+//   one the peer sent while handshaking (dtlspp never renegotiates, and a
+//   new ClientHello is the server's to judge before any association sees
+//   it). Only one such copy still has a use: the plaintext part of a DTLS
+//   1.2 client's last flight (Certificate, ClientKeyExchange,
+//   CertificateVerify), which tells a server that its Finished was lost
+//   (RFC 6347 §4.2.4). So an open association admits those alone, and only
+//   with the message_seq and type the peer sent; every other plaintext
+//   handshake message is dropped. wolfSSL 5.9 ends an open association,
+//   with a fatal alert, on a plaintext HelloRequest or Finished, on a type
+//   it does not know ("Sanity Check on message order"), on one with the
+//   next message_seq ("Out of order message"), and on a late
+//   HelloVerifyRequest ("Duplicate HandShake message"), which a network
+//   that duplicates datagrams can deliver. A forger during the handshake can
+//   add to what is remembered, but can already end a handshake with a
+//   plaintext alert; what is open stays protected;
+// - while a server's association handshakes, a ClientHello can only be a
+//   copy of the one whose cookie verified (its message_seq): after the
+//   cookie no server sends another HelloVerifyRequest, and a second
+//   HelloRetryRequest is forbidden (RFC 8446 §4.1.4). wolfSSL takes a
+//   ClientHello with any higher message_seq for a new one and fails the
+//   handshake ("Duplicate HandShake message");
 // - a Connection ID record (RFC 9146) is framed with our own CID's length,
 //   which only we know: without a CID negotiated none is valid; one
 //   carrying another CID belongs to no association of ours; its body holds
@@ -42,6 +64,7 @@
 #include <dtlspp/trace.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -68,6 +91,57 @@ inline constexpr std::size_t max_handshake_message = 65536;
 
 namespace dtlspp::detail {
 
+// The plaintext handshake messages of a DTLS 1.2 client's last flight that
+// a server saw while handshaking, by message_seq (the first 16: no DTLS
+// handshake has more messages): once open, the only plaintext handshake
+// messages it admits.
+class plaintext_handshake_log {
+public:
+    static constexpr std::size_t tracked = 16;
+
+    // The plaintext part of a DTLS 1.2 client's last flight (RFC 6347
+    // §4.2.4). DTLS 1.3 sends only the hellos in plaintext (RFC 9147 §5).
+    static constexpr bool repeats_after_open(std::uint8_t type) noexcept
+    {
+        switch (static_cast<handshake_type>(type)) {
+        case handshake_type::certificate:
+        case handshake_type::client_key_exchange:
+        case handshake_type::certificate_verify: return true;
+        default: return false;
+        }
+    }
+
+    constexpr void note(const handshake_fragment& f) noexcept
+    {
+        if (f.message_seq < tracked && repeats_after_open(f.msg_type))
+            type_plus_one_[f.message_seq] = static_cast<std::uint8_t>(f.msg_type + 1);
+    }
+
+    // The ClientHello whose cookie verified: the association's first.
+    constexpr void note_client_hello(const handshake_fragment& f) noexcept
+    {
+        if (client_hello_seq_ < 0 && f.msg_type == static_cast<std::uint8_t>(handshake_type::client_hello))
+            client_hello_seq_ = f.message_seq;
+    }
+
+    // A ClientHello other than the one whose cookie verified.
+    constexpr bool another_client_hello(const handshake_fragment& f) const noexcept
+    {
+        return f.msg_type == static_cast<std::uint8_t>(handshake_type::client_hello) && client_hello_seq_ >= 0 &&
+               f.message_seq != client_hello_seq_;
+    }
+
+    constexpr bool may_repeat(const handshake_fragment& f) const noexcept
+    {
+        return f.message_seq < tracked && repeats_after_open(f.msg_type) &&
+               type_plus_one_[f.message_seq] == f.msg_type + 1;
+    }
+
+private:
+    std::array<std::uint8_t, tracked> type_plus_one_{};
+    int client_hello_seq_ = -1;
+};
+
 enum class drop_reason { none, malformed, wrong_epoch, unexpected_type, bad_length, unknown_connection_id };
 
 struct admission_limits {
@@ -85,6 +159,11 @@ struct admission_limits {
     // Only DTLS 1.3 can be spoken (negotiated, or the config allows no
     // other): a protected record under the 1.2 header cannot be genuine.
     bool dtls13_only = false;
+    // A server's: the ClientHello whose cookie verified and, once open, what
+    // a DTLS 1.2 client sent in plaintext in its last flight (only copies of
+    // those are admitted). Null (a client) admits no plaintext handshake
+    // message once open.
+    const plaintext_handshake_log* peer_plaintext = nullptr;
 };
 
 // RFC 9147 §4.2.3: a DTLS 1.3 protected record holds at least 16 bytes of
@@ -135,6 +214,7 @@ inline admission_verdict judge_datagram_parsed(std::span<const std::byte> datagr
     const std::size_t cid_length = limits.connection_id_negotiated ? limits.own_connection_id.size() : 0;
     bool wrong_epoch = false;
     bool bad_length = false;
+    bool late_handshake = false; // a plaintext handshake message an open association cannot take
     bool unexpected_type = false;
     bool bad_fragment = false;
     bool unknown_cid = false;
@@ -170,14 +250,21 @@ inline admission_verdict judge_datagram_parsed(std::span<const std::byte> datagr
         if (r.is_encrypted()) return;
         if (limits.open && (r.type == content_type::alert || r.type == content_type::application_data))
             wrong_epoch = true;
-        for (const auto& fragment : r.fragments())
+        for (const auto& fragment : r.fragments()) {
             if ((fragment.fragment_length == 0 && fragment.length != 0) || fragment.length > max_handshake_message)
                 bad_fragment = true;
+            if (limits.open && (limits.peer_plaintext == nullptr || limits.dtls13_only ||
+                                !limits.peer_plaintext->may_repeat(fragment)))
+                late_handshake = true;
+            if (!limits.open && limits.peer_plaintext != nullptr && limits.peer_plaintext->another_client_hello(fragment))
+                unexpected_type = true;
+        }
     }, cid_length);
     if (!parsed.ok() || bad_fragment) verdict.drop = drop_reason::malformed;
     else if (wrong_epoch) verdict.drop = drop_reason::wrong_epoch;
     else if (unexpected_type) verdict.drop = drop_reason::unexpected_type;
     else if (bad_length) verdict.drop = drop_reason::bad_length;
+    else if (late_handshake) verdict.drop = drop_reason::wrong_epoch; // counted as its length's when both
     else if (unknown_cid) verdict.drop = drop_reason::unknown_connection_id;
     return verdict;
 }
