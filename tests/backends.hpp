@@ -101,26 +101,15 @@ using all_pairs = boost::mpl::remove<boost::mpl::list<
 #endif
     void>, void>::type;
 
-// The stacks and pairs without wolfSSL, for the suites that do not run over
-// it yet (docs/backends.md, "What the wolfSSL backend does not pass yet"
-// names each one and why).
+// The stacks without wolfSSL, for the suite that does not run over it yet
+// (docs/backends.md, "What the wolfSSL backend does not pass yet" says
+// why).
 using backends_without_wolfssl = boost::mpl::remove<boost::mpl::list<
 #ifdef DTLSPP_HAVE_OPENSSL
     openssl_backend,
 #endif
 #ifdef DTLSPP_HAVE_MBEDTLS
     mbedtls_backend,
-#endif
-    void>, void>::type;
-using pairs_without_wolfssl = boost::mpl::remove<boost::mpl::list<
-#ifdef DTLSPP_HAVE_OPENSSL
-    backend_pair<openssl_backend, openssl_backend>,
-#endif
-#ifdef DTLSPP_HAVE_MBEDTLS
-    backend_pair<mbedtls_backend, mbedtls_backend>,
-#endif
-#if defined(DTLSPP_HAVE_OPENSSL) && defined(DTLSPP_HAVE_MBEDTLS)
-    backend_pair<openssl_backend, mbedtls_backend>, backend_pair<mbedtls_backend, openssl_backend>,
 #endif
     void>, void>::type;
 

@@ -140,15 +140,17 @@ struct wire_record {
     std::uint8_t type = 0;
     std::uint16_t epoch = 0;
     std::uint64_t sequence = 0;
+    bool unified = false;                     // a DTLS 1.3 unified header: epoch and sequence are low bits only
+    std::size_t header_size = record_header_size; // with a CID, or a unified header, it differs
     bytes raw; // header + payload
 
-    std::span<const std::byte> payload() const { return std::span(raw).subspan(record_header_size); }
+    std::span<const std::byte> payload() const { return std::span(raw).subspan(header_size); }
     bool is(content_type t) const { return type == static_cast<std::uint8_t>(t); }
     // The handshake fragments of a plaintext handshake record.
     std::vector<dtlspp::handshake_fragment> fragments() const
     {
         std::vector<dtlspp::handshake_fragment> out;
-        if (!is(content_type::handshake) || epoch != 0) return out;
+        if (!is(content_type::handshake) || epoch != 0 || unified) return out;
         for (const auto& f : fragment_range(payload())) out.push_back(f);
         return out;
     }
@@ -169,7 +171,9 @@ inline std::vector<wire_record> split_records(std::span<const std::byte> datagra
         w.type = static_cast<std::uint8_t>(r.type);
         w.epoch = r.epoch;
         w.sequence = r.sequence_number;
-        const auto whole = datagram.subspan(r.offset, record_header_size + r.length);
+        w.unified = r.unified;
+        w.header_size = r.header_size();
+        const auto whole = datagram.subspan(r.offset, r.header_size() + r.length);
         w.raw.assign(whole.begin(), whole.end());
         out.push_back(std::move(w));
     });
