@@ -60,9 +60,6 @@ ok_col=$(col ok); runs_col=$(col runs); cid_col=$(col runs_with_connection_id); 
 after_col=$(col sent_after_rebind)
 if [ -z "$cid_col" ] || [ -z "$survived_col" ]; then fail "--rebind: no CID columns in $header"; fi
 for pair in "${expected[@]}"; do
-  # A wolfSSL client asking for a CID does not complete with a server that
-  # negotiates none (docs/backends.md).
-  case $pair in wolfssl-openssl | wolfssl-mbedtls) echo "rebind $pair: skipped (wolfSSL CID client)"; continue ;; esac
   row=$(grep "^$pair," <<<"$csv") || fail "--rebind: no row for $pair"
   IFS=, read -ra f <<<"$row"
   [ "${f[ok_col-1]}" = "${f[runs_col-1]}" ] || fail "$pair --rebind: ${f[ok_col-1]}/${f[runs_col-1]} handshakes"

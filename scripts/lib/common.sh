@@ -1,7 +1,7 @@
 # Shared by scripts/demo, scripts/test and scripts/bench: install what is
 # missing (Debian 12 packages), then configure a build directory.
 
-dtlspp_packages=(meson ninja-build pkg-config g++ libssl-dev libmbedtls-dev libboost-test-dev
+dtlspp_packages=(meson ninja-build pkg-config g++ patch libssl-dev libmbedtls-dev libboost-test-dev
                  libasio-dev python3 openssl gnutls-bin tshark)
 
 ensure_packages() {
