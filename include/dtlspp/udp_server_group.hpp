@@ -17,8 +17,9 @@
 // - Connection IDs (RFC 9146). A client that changes address (NAT
 //   rebinding) hashes to another socket. Each worker's Connection IDs start
 //   with its index (config::connection_id_prefix), and on Linux a socket
-//   filter (SO_ATTACH_REUSEPORT_CBPF) sends every CID record to the socket
-//   whose index its first CID byte names; other datagrams keep the hash.
+//   filter (SO_ATTACH_REUSEPORT_CBPF) sends every CID record, DTLS 1.2 or
+//   1.3, to the socket whose index its first CID byte names; other
+//   datagrams keep the hash.
 //   The kernel does the hand-off: no datagram crosses threads.
 //
 // Handlers run on their worker's thread, one handler object per worker, and
@@ -86,26 +87,32 @@ inline bool can_share_ports() noexcept
 } // namespace detail
 
 // Steers the datagrams of every socket sharing `member`'s port
-// (SO_REUSEPORT): a DTLS 1.2 CID record (content type 25) goes to the socket
-// whose index, in the order the sockets joined the port, is the first byte
-// of its CID, at offset 11 (type 1, version 2, epoch 2, sequence number 6);
-// anything else, and an index with no socket, keeps the kernel's hash.
-// Classic BPF on the UDP payload (SO_ATTACH_REUSEPORT_CBPF), so it needs no
-// privilege; attaching it again, from any process on the port, replaces it.
-// Linux; elsewhere std::errc::operation_not_supported.
+// (SO_REUSEPORT): a Connection ID record goes to the socket whose index, in
+// the order the sockets joined the port, is the first byte of its CID, and
+// anything else, and an index with no socket, keeps the kernel's hash. The
+// CID is at offset 11 of a DTLS 1.2 CID record (content type 25, then
+// version 2, epoch 2, sequence number 6; RFC 9146 §4) and at offset 1 of a
+// DTLS 1.3 unified header whose C bit is set (first byte 0b0011xxxx, RFC
+// 9147 §4). Classic BPF on the UDP payload (SO_ATTACH_REUSEPORT_CBPF), so
+// it needs no privilege; attaching it again, from any process on the port,
+// replaces it. Linux; elsewhere std::errc::operation_not_supported.
 inline bool route_connection_ids(const udp_socket& member, std::error_code& ec) noexcept
 {
     ec.clear();
 #if defined(__linux__)
     const auto socket = member.native_handle();
     sock_filter code[] = {
-        BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0),                 // A = payload length
-        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 12, 0, 4),         // shorter than 12 bytes: hash
-        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 0),                 // A = content type
-        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 25, 0, 2),         // not tls12_cid: hash
-        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 11),                // A = first CID byte
-        BPF_STMT(BPF_RET | BPF_A, 0),                          // that socket
-        BPF_STMT(BPF_RET | BPF_K, 0xffffffffu),                // out of range: the kernel's hash
+        BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0),                 // 0: A = payload length
+        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 12, 0, 4),         // 1: shorter than 12 bytes: 6
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 0),                 // 2: A = first byte
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 25, 3, 0),         // 3: tls12_cid: 7
+        BPF_STMT(BPF_ALU | BPF_AND | BPF_K, 0xf0),             // 4: fixed bits 001 and the C bit
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0x30, 3, 0),       // 5: unified header with a CID: 9
+        BPF_STMT(BPF_RET | BPF_K, 0xffffffffu),                // 6: out of range: the kernel's hash
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 11),                // 7: A = first CID byte (DTLS 1.2)
+        BPF_STMT(BPF_RET | BPF_A, 0),                          // 8: that socket
+        BPF_STMT(BPF_LD | BPF_B | BPF_ABS, 1),                 // 9: A = first CID byte (DTLS 1.3)
+        BPF_STMT(BPF_RET | BPF_A, 0),                          // 10: that socket
     };
     sock_fprog program{static_cast<unsigned short>(sizeof code / sizeof code[0]), code};
     if (::setsockopt(socket, SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, &program, sizeof program) != 0) {
