@@ -9,7 +9,7 @@
 
 #include "backends.hpp"
 
-#include <type_traits>
+#include "support/forge.hpp"
 #include "support/harness.hpp"
 
 #include <dtlspp/detail/hello_reassembly.hpp>
@@ -227,16 +227,19 @@ private:
             if (up.empty() && down.empty()) break;
             moved = true;
             for (const auto& d : up) {
-                if (const auto hello = whole_client_hello(d)) {
+                if (auto hello = whole_client_hello(d)) {
                     ++hellos_split;
-                    for (const auto& fragment : split(*hello, plan_(static_cast<std::uint32_t>(hello->body.size())))) {
+                    hello->sequence_number += records_added_;
+                    const auto plan = plan_(static_cast<std::uint32_t>(hello->body.size()));
+                    for (const auto& fragment : split(*hello, plan)) {
                         between_datagrams();
                         srv_.receive(client_address, fragment, time_.now(), handler_);
                     }
+                    records_added_ += records_in(plan) - 1;
                     continue;
                 }
                 between_datagrams();
-                srv_.receive(client_address, d, time_.now(), handler_);
+                srv_.receive(client_address, renumbered(d), time_.now(), handler_);
             }
             for (const auto& d : down)
                 client_->receive(d, time_.now(), [&](std::span<const std::byte> data) { received.push_back(as_string(data)); });
@@ -244,8 +247,32 @@ private:
         return moved;
     }
 
+    // A client that fragments its hello itself numbers each fragment's
+    // record, and its later records count on from the last of them; the
+    // server's stack may refuse a record numbered below the verified hello
+    // as a replay (wolfSSL marks all of them read when it turns stateful).
+    // The client here sent each hello as one record, so every plaintext
+    // record it sends later is moved up by the records a split added.
+    // Encrypted records keep their numbers: their epochs count on their own.
+    bytes renumbered(std::span<const std::byte> datagram) const
+    {
+        if (records_added_ == 0) return bytes(datagram.begin(), datagram.end());
+        auto records = forge::split_records(datagram);
+        for (auto& r : records)
+            if (r.epoch == 0 && !r.unified) r.raw = forge::with_sequence(r.raw, r.sequence + records_added_);
+        return forge::join_records(records);
+    }
+
+    static std::uint64_t records_in(const split_plan& plan)
+    {
+        std::uint64_t n = 0;
+        for (const auto& datagram : plan) n += datagram.size();
+        return n;
+    }
+
     server<Backend>& srv_;
     plan_for_length plan_;
+    std::uint64_t records_added_ = 0;
     test_clock time_;
     std::optional<endpoint<Backend>> client_;
     echo_handler handler_;
@@ -340,10 +367,6 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_hello_in_three_fragments_out_of_order_completes_
 
 BOOST_AUTO_TEST_CASE_TEMPLATE(a_hello_in_many_small_fragments_completes_the_handshake, Backend, all_backends)
 {
-#ifdef DTLSPP_HAVE_WOLFSSL
-    // Not yet over wolfSSL on DTLS 1.2 (docs/backends.md).
-    if constexpr (std::is_same_v<Backend, wolfssl_backend>) return;
-#endif
     // 24 fragments of about 10 bytes: the cookie falls in a late one, where
     // a stack that reads only the first fragment cannot see it.
     check_handshake_completes<Backend>([](std::uint32_t length) { return one_per_datagram(equal_pieces(length, 24)); });
