@@ -101,16 +101,4 @@ using all_pairs = boost::mpl::remove<boost::mpl::list<
 #endif
     void>, void>::type;
 
-// The stacks without wolfSSL, for the suite that does not run over it yet
-// (docs/backends.md, "What the wolfSSL backend does not pass yet" says
-// why).
-using backends_without_wolfssl = boost::mpl::remove<boost::mpl::list<
-#ifdef DTLSPP_HAVE_OPENSSL
-    openssl_backend,
-#endif
-#ifdef DTLSPP_HAVE_MBEDTLS
-    mbedtls_backend,
-#endif
-    void>, void>::type;
-
 } // namespace dtlspp::test

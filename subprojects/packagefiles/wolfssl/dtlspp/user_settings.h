@@ -54,6 +54,9 @@
  * whose datagrams are larger than ours (its max_udp_payload is its own). */
 #define WOLFSSL_DTLS_MTU_ADDITIONAL_READ_BUFFER 16384
 #define NO_WOLFSSL_STUB
+/* wolfSSL's heap (dtlspp_wolfssl_memory.c): record buffers come from a
+ * small cache per thread instead of a malloc and a free per record. */
+#define XMALLOC_USER
 
 /* PSK: plain PSK (WOLFSSL_STATIC_PSK) and ECDHE-PSK suites, and TLS 1.3
  * external PSKs; on unless NO_PSK. */
