@@ -20,13 +20,20 @@ namespace bench::with_dtlspp {
 struct settings {
     std::string leaf = "server-ecdsa";
     std::size_t mtu = 1472;
+    bool dtls13 = false; // DTLS 1.3 only (wolfSSL); DTLS 1.2 otherwise
 };
+
+inline void set_versions(dtlspp::config& c, const settings& s)
+{
+    if (s.dtls13) c.min_version = c.max_version = dtlspp::dtls_version::dtls_1_3;
+}
 
 inline dtlspp::config server_config(const settings& s)
 {
     dtlspp::config c;
     c.role = dtlspp::role::server;
     c.max_udp_payload = s.mtu;
+    set_versions(c, s);
     c.certificate = dtlspp::x509_credentials{dtlspp::pem_source::from_file(cert_path(s.leaf + ".pem")),
                                              dtlspp::pem_source::from_file(cert_path(s.leaf + ".key"))};
     return c;
@@ -37,6 +44,7 @@ inline dtlspp::config client_config(const settings& s)
     dtlspp::config c;
     c.role = dtlspp::role::client;
     c.max_udp_payload = s.mtu;
+    set_versions(c, s);
     c.trusted_ca = dtlspp::pem_source::from_file(cert_path("ca.pem"));
     c.server_name = "localhost";
     return c;

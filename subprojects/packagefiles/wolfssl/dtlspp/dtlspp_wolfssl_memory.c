@@ -10,7 +10,7 @@
  * So the record buffers (DYNAMIC_TYPE_IN_BUFFER and DYNAMIC_TYPE_OUT_BUFFER)
  * come from a small cache per thread: a freed one is kept for the next
  * record, whichever session it belongs to, and a thread holds at most
- * POOL_SLOTS of them (80 KiB), which go back to the system when the
+ * POOL_SLOTS of them (72 KiB), which go back to the system when the
  * thread ends. Every other allocation goes straight to malloc. The input
  * buffer is zeroed by wolfSSL before it is freed (ForceZero), so a cached
  * buffer holds no plaintext; the output buffer only ever held ciphertext.
@@ -42,11 +42,14 @@
 #endif
 
 /* One size for every pooled buffer, so any cached one serves any request:
- * room for the input buffer of a DTLS read (the MTU, up to about 3.5 KiB,
- * plus WOLFSSL_DTLS_MTU_ADDITIONAL_READ_BUFFER and an alignment margin) or a
- * full 2^14-byte record with its header and expansion. Larger requests (a
- * jumbo-frame MTU) are not pooled. */
-#define POOL_BLOCK_SIZE (20 * 1024)
+ * room for the input buffer of a DTLS read (the MTU plus
+ * WOLFSSL_DTLS_MTU_ADDITIONAL_READ_BUFFER plus alignment: 17,872 bytes at
+ * dtlspp's default max_udp_payload of 1472) for an MTU up to about 2000
+ * bytes, or a full 2^14-byte record with its header and expansion. wolfSSL
+ * keeps the input buffer of the last record it read in each session, so
+ * the size is close to that request. Larger requests (a jumbo-frame MTU)
+ * are not pooled. */
+#define POOL_BLOCK_SIZE (18 * 1024)
 #define POOL_SLOTS 4
 
 typedef union {
