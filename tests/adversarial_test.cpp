@@ -1153,6 +1153,91 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_cookie_running_past_the_client_hello_is_dropped,
             }
         }
     }
+    // DTLS 1.3 has its cookie in an extension (RFC 9147 §5.1), with lengths
+    // of its own: the cookie<1..2^16-1> inside claiming more or less than
+    // the extension holds, and the extension's length running into the next
+    // extension, or past the extensions block, every other length field
+    // consistent. wolfSSL drops every shape where the cookie's length and
+    // the extension's disagree without an answer, and answers an extension
+    // past the block with a fatal decode_error alert (the ClientHello does
+    // not parse); the front door counts that as a refused hello, and must
+    // not report it as a cookie that did not verify. None opens anything,
+    // and the open association takes none of them.
+    if constexpr (Pair::dtls13) {
+        const auto body = forge::find_message(hello, handshake_type::client_hello)->body;
+        const auto layout = forge::extensions_of(body);
+        BOOST_REQUIRE(layout.has_value());
+        const auto cookie = layout->find(forge::cookie_extension_type);
+        BOOST_REQUIRE(cookie.has_value());
+        BOOST_REQUIRE(cookie->length > 2u);
+        const std::size_t real = cookie->length - 2;
+        struct shape {
+            std::string what;
+            bytes forged;
+            bool decode_error; // else dropped without an answer
+        };
+        std::vector<shape> shapes;
+        const std::pair<std::size_t, std::size_t> inner[] = {
+            {1, 0}, {real, 0}, {real, 1}, {real, real - 1}, {255, 254}, {256, 255}, {1000, 999},
+            {0xffff, 0}, {0xffff, 1}, {0, real}, {1, real}, {real - 1, real}};
+        for (const auto& [claimed, held] : inner) {
+            bytes data{std::byte(claimed >> 8), std::byte(claimed & 0xff)};
+            data.resize(2 + held, std::byte{0xa5});
+            shapes.push_back({"the cookie claims " + std::to_string(claimed) + " bytes, the extension holds " +
+                                  std::to_string(held),
+                              *forge::with_cookie_extension_data(hello, data), false});
+        }
+        // From the cookie's data to the end of the extensions block (the
+        // ClientHello's end).
+        const std::size_t left = body.size() - cookie->data_at();
+        if (cookie->length < left)
+            shapes.push_back({"the extension runs into the next one",
+                              *forge::with_cookie_extension_length(hello, static_cast<std::uint16_t>(cookie->length + 1)),
+                              false});
+        shapes.push_back({"the extension runs to the end of the block",
+                          *forge::with_cookie_extension_length(hello, static_cast<std::uint16_t>(left)), false});
+        for (std::size_t claimed : {left + 1, std::size_t{0xffff}})
+            shapes.push_back({"the extension claims " + std::to_string(claimed) + " bytes, " + std::to_string(left) +
+                                  " are left in the block",
+                              *forge::with_cookie_extension_length(hello, static_cast<std::uint16_t>(claimed)), true});
+        struct {
+            std::vector<failure> refusals;
+            void on_refused(const peer_address&, const failure& f) { refusals.push_back(f); }
+        } handler;
+        const auto created = p.srv().counters().sessions_created;
+        for (const auto& s : shapes) {
+            BOOST_TEST_CONTEXT(s.what)
+            {
+                const auto before = p.srv().counters();
+                handler.refusals.clear();
+                p.srv().receive(stranger, s.forged, p.time.now(), handler);
+                datagrams answers;
+                p.srv().drain([&](const peer_address& to, std::span<const std::byte> d) {
+                    BOOST_TEST(to == stranger);
+                    answers.emplace_back(d.begin(), d.end());
+                });
+                const auto& after = p.srv().counters();
+                BOOST_TEST(p.srv().find(stranger) == nullptr);
+                BOOST_TEST(after.sessions_created == created);
+                if (s.decode_error) {
+                    BOOST_TEST(after.hellos_refused == before.hellos_refused + 1);
+                    BOOST_REQUIRE(answers.size() == 1u);
+                    BOOST_TEST(is_fatal_alert(answers[0], 50)); // decode_error
+                    BOOST_REQUIRE(handler.refusals.size() == 1u);
+                    BOOST_TEST(handler.refusals[0].what().find("decode_error") != std::string::npos,
+                               handler.refusals[0].what());
+                } else {
+                    BOOST_TEST(after.dropped_without_session == before.dropped_without_session + 1);
+                    BOOST_TEST(answers.empty());
+                    BOOST_TEST(handler.refusals.empty());
+                }
+                // To the open association, from its own address.
+                p.inject_to_server(s.forged);
+                BOOST_TEST((p.server_side() != nullptr && p.server_side()->is_open()));
+                BOOST_TEST(p.srv().counters().sessions_created == created);
+            }
+        }
+    }
     // Cut before the random ends, the body is too short to be a ClientHello
     // at all: it reaches the association itself, where mbedTLS checks an
     // epoch-0 ClientHello for a client reconnect (RFC 6347 §4.2.8).
