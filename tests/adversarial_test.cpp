@@ -249,8 +249,8 @@ std::optional<forge::wire_record> record_carrying(const bytes& d, handshake_type
 }
 
 // A case that scripts DTLS 1.2's own wire (ChangeCipherSpec, ServerHelloDone,
-// ClientKeyExchange, the ClientHello's cookie field): DTLS 1.3 has none of
-// it (RFC 9147 §5), so over the 1.3 pair there is nothing to run. Said on
+// ClientKeyExchange): DTLS 1.3 has none of it (RFC 9147 §5), so over the
+// 1.3 pair there is nothing to run. Said on
 // stderr too: Boost logs a skip only at verbose levels.
 template <class Pair>
 bool dtls12_wire_only(const char* what)
@@ -261,6 +261,15 @@ bool dtls12_wire_only(const char* what)
         return true;
     }
     return false;
+}
+
+// One plaintext record holding one fatal alert with this description.
+bool is_fatal_alert(const bytes& d, std::uint8_t description)
+{
+    const auto records = forge::split_records(d);
+    if (records.size() != 1 || !records[0].is(content_type::alert) || records[0].epoch != 0) return false;
+    const auto body = records[0].payload();
+    return body.size() == 2 && body[0] == std::byte{2} && body[1] == std::byte{description};
 }
 
 constexpr std::uint8_t type_of(handshake_type t) { return static_cast<std::uint8_t>(t); }
@@ -963,15 +972,28 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(records_far_outside_the_replay_window_are_dropped,
 }
 
 // ===========================================================================
-// Cookies (RFC 6347 §4.2.1)
+// Cookies (RFC 6347 §4.2.1; on DTLS 1.3 an extension, RFC 9147 §5.1)
 
-// The cookie-bearing ClientHello with a cookie of every length 0..255 (the
-// right length holding the wrong bytes): each is answered with at most a
-// HelloVerifyRequest and creates no session; the real one then proceeds.
+// The cookie-bearing ClientHello with a forged cookie: every length 0..255
+// of DTLS 1.2's cookie field, and on DTLS 1.3 of the cookie extension's
+// (whose length field has two bytes) and a few longer ones; the right length
+// holding the wrong bytes on both. None creates a session, and none is
+// answered with more than one small datagram: the front door must not
+// amplify what a spoofed source sends it. The real one then proceeds.
+//
+// On 1.2 each is answered with a HelloVerifyRequest carrying a fresh cookie
+// (RFC 6347 §4.2.1: as if the ClientHello had none). On 1.3 wolfSSL
+// answers a cookie that does not verify with a fatal illegal_parameter
+// alert (RFC 9147 §5.1 requires it, so that the client starts over without
+// one), which the front door counts as a refused hello, never with a new
+// HelloRetryRequest; an empty cookie, which the extension's
+// cookie<1..2^16-1> cannot hold, it drops without an answer.
 BOOST_AUTO_TEST_CASE_TEMPLATE(only_the_issued_cookie_opens_a_session, Pair, all_pairs)
 {
-    if (dtls12_wire_only<Pair>("cookie field in its ClientHello (the cookie is an extension)")) return;
     auto p = make_pair<Pair>(server_config(), client_config());
+    // On both versions the client's second datagram is its second
+    // ClientHello (message_seq 1), answering the HelloVerifyRequest or the
+    // HelloRetryRequest.
     std::optional<bytes> real_hello;
     p.filter = [&](const wire_event& e) {
         if (e.to_server && e.index == 2) {
@@ -983,26 +1005,66 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(only_the_issued_cookie_opens_a_session, Pair, all_
     failure f;
     BOOST_REQUIRE(p.start(f));
     BOOST_REQUIRE(real_hello.has_value());
-    const auto real_cookie = forge::client_hello_cookie(*real_hello);
+    const auto real_cookie =
+        Pair::dtls13 ? forge::client_hello_cookie_extension(*real_hello) : forge::client_hello_cookie(*real_hello);
     BOOST_REQUIRE(real_cookie.has_value());
     BOOST_REQUIRE(!real_cookie->empty());
+    if constexpr (Pair::dtls13) BOOST_TEST(forge::client_hello_cookie(*real_hello).value_or(bytes{1}).empty());
+    std::vector<std::size_t> lengths;
+    for (std::size_t length = 0; length <= 255; ++length) lengths.push_back(length);
+    if constexpr (Pair::dtls13) {
+        lengths.insert(lengths.end(), {256, 1000, 4000});
+        if (real_cookie->size() > 255) lengths.push_back(real_cookie->size());
+    }
     std::mt19937 random(8);
-    for (std::size_t length = 0; length <= 255; ++length) {
+    for (const auto length : lengths) {
         BOOST_TEST_CONTEXT("cookie of " << length << " bytes")
         {
-            forge::client_hello_edit edit;
-            edit.cookie = forge::random_bytes(length, random);
+            auto cookie = forge::random_bytes(length, random);
             if (length == real_cookie->size()) {
-                edit.cookie = *real_cookie;
-                (*edit.cookie)[length / 2] ^= std::byte{1};
+                cookie = *real_cookie;
+                cookie[length / 2] ^= std::byte{1};
             }
-            const auto forged = forge::rewrite_client_hello(*real_hello, edit);
-            BOOST_REQUIRE(forged.has_value());
+            std::optional<bytes> forged;
+            if constexpr (Pair::dtls13) {
+                forged = forge::with_cookie_extension(*real_hello, cookie);
+                BOOST_REQUIRE(forged.has_value());
+                BOOST_TEST((forge::client_hello_cookie_extension(*forged) == std::optional<bytes>(cookie)));
+            } else {
+                forge::client_hello_edit edit;
+                edit.cookie = cookie;
+                forged = forge::rewrite_client_hello(*real_hello, edit);
+                BOOST_REQUIRE(forged.has_value());
+            }
+            const auto before = p.srv().counters();
             // From the client's own address, answered straight back to the
             // attacker's pipe: nothing reaches the waiting client.
             p.srv().receive(p.client_address, *forged, p.time.now());
-            p.srv().drain([](const peer_address&, std::span<const std::byte>) {});
+            datagrams answers;
+            p.srv().drain([&](const peer_address& to, std::span<const std::byte> d) {
+                BOOST_TEST(to == p.client_address);
+                answers.emplace_back(d.begin(), d.end());
+            });
+            const auto& after = p.srv().counters();
             BOOST_TEST(p.srv().session_count() == 0u);
+            BOOST_TEST(after.sessions_created == 0u);
+            BOOST_TEST(answers.size() <= 1u);
+            for (const auto& a : answers) BOOST_TEST(a.size() <= 3 * forged->size());
+            if constexpr (Pair::dtls13) {
+                BOOST_TEST(after.hello_verify_requests == before.hello_verify_requests);
+                if (length == 0) {
+                    BOOST_TEST(answers.empty());
+                    BOOST_TEST(after.dropped_without_session == before.dropped_without_session + 1);
+                } else {
+                    BOOST_TEST(after.hellos_refused == before.hellos_refused + 1);
+                    BOOST_REQUIRE(answers.size() == 1u);
+                    BOOST_TEST(is_fatal_alert(answers[0], 47)); // illegal_parameter
+                }
+            } else {
+                BOOST_TEST(after.hello_verify_requests == before.hello_verify_requests + 1);
+                BOOST_REQUIRE(answers.size() == 1u);
+                BOOST_TEST(carries(answers[0], handshake_type::hello_verify_request));
+            }
         }
     }
     BOOST_TEST(p.srv().counters().sessions_created == 0u);
@@ -1016,29 +1078,47 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(only_the_issued_cookie_opens_a_session, Pair, all_
 // A valid cookie-bearing ClientHello replayed from another address: the
 // cookie binds to the address it was issued to, so it creates nothing
 // (the class of mbedTLS's CVE-2022-35409 fix, which hardened this check).
+// On 1.2 the stranger gets a HelloVerifyRequest with a cookie of its own;
+// on 1.3 wolfSSL refuses the cookie with a fatal illegal_parameter alert
+// (RFC 9147 §5.1), counted as a refused hello, not a cookie exchange.
 BOOST_AUTO_TEST_CASE_TEMPLATE(a_cookie_issued_to_another_address_creates_no_session, Pair, all_pairs)
 {
-    if (dtls12_wire_only<Pair>("cookie field in its ClientHello (the cookie is an extension)")) return;
     auto p = make_pair<Pair>(server_config(), client_config());
     BOOST_REQUIRE(open_association(p));
     BOOST_REQUIRE(p.delivered_to_server.size() >= 2u);
     const auto hello_with_cookie = p.delivered_to_server[1];
-    BOOST_REQUIRE(forge::client_hello_cookie(hello_with_cookie).value_or(bytes{}).size() > 0);
+    if constexpr (Pair::dtls13)
+        BOOST_REQUIRE(forge::client_hello_cookie_extension(hello_with_cookie).value_or(bytes{}).size() > 0);
+    else
+        BOOST_REQUIRE(forge::client_hello_cookie(hello_with_cookie).value_or(bytes{}).size() > 0);
     const auto created = p.srv().counters().sessions_created;
     for (const auto* stranger : {"127.0.0.1:50001", "127.0.0.2:50000", "[::1]:50000"}) {
         BOOST_TEST_CONTEXT("from " << stranger)
         {
             const auto from = peer_address::parse(stranger);
-            const auto hvr_before = p.srv().counters().hello_verify_requests;
+            const auto before = p.srv().counters();
             p.srv().receive(from, hello_with_cookie, p.time.now());
-            std::size_t answers_to_stranger = 0;
-            p.srv().drain([&](const peer_address& to, std::span<const std::byte>) {
-                if (to == from) ++answers_to_stranger;
+            datagrams to_stranger;
+            std::size_t to_others = 0;
+            p.srv().drain([&](const peer_address& to, std::span<const std::byte> d) {
+                if (to == from) to_stranger.emplace_back(d.begin(), d.end());
+                else ++to_others;
             });
-            BOOST_TEST(p.srv().counters().sessions_created == created);
+            const auto& after = p.srv().counters();
+            BOOST_TEST(after.sessions_created == created);
             BOOST_TEST(p.srv().find(from) == nullptr);
-            BOOST_TEST(p.srv().counters().hello_verify_requests == hvr_before + 1);
-            BOOST_TEST(answers_to_stranger == 1u); // the HelloVerifyRequest, nothing more
+            BOOST_TEST(to_others == 0u);
+            BOOST_REQUIRE(to_stranger.size() == 1u); // one small answer, nothing more
+            BOOST_TEST(to_stranger[0].size() <= hello_with_cookie.size());
+            if constexpr (Pair::dtls13) {
+                BOOST_TEST(after.hellos_refused == before.hellos_refused + 1);
+                BOOST_TEST(after.hello_verify_requests == before.hello_verify_requests);
+                BOOST_TEST(is_fatal_alert(to_stranger[0], 47)); // illegal_parameter
+            } else {
+                BOOST_TEST(after.hello_verify_requests == before.hello_verify_requests + 1);
+                BOOST_TEST(after.hellos_refused == before.hellos_refused);
+                BOOST_TEST(carries(to_stranger[0], handshake_type::hello_verify_request));
+            }
         }
     }
     check_still_open_and_flowing(p, "after a cookie from another address");
@@ -1070,6 +1150,91 @@ BOOST_AUTO_TEST_CASE_TEMPLATE(a_cookie_running_past_the_client_hello_is_dropped,
                 BOOST_TEST(p.srv().find(stranger) == nullptr);
                 p.inject_to_server(*forged);
                 BOOST_TEST((p.server_side() != nullptr && p.server_side()->is_open()));
+            }
+        }
+    }
+    // DTLS 1.3 has its cookie in an extension (RFC 9147 §5.1), with lengths
+    // of its own: the cookie<1..2^16-1> inside claiming more or less than
+    // the extension holds, and the extension's length running into the next
+    // extension, or past the extensions block, every other length field
+    // consistent. wolfSSL drops every shape where the cookie's length and
+    // the extension's disagree without an answer, and answers an extension
+    // past the block with a fatal decode_error alert (the ClientHello does
+    // not parse); the front door counts that as a refused hello, and must
+    // not report it as a cookie that did not verify. None opens anything,
+    // and the open association takes none of them.
+    if constexpr (Pair::dtls13) {
+        const auto body = forge::find_message(hello, handshake_type::client_hello)->body;
+        const auto layout = forge::extensions_of(body);
+        BOOST_REQUIRE(layout.has_value());
+        const auto cookie = layout->find(forge::cookie_extension_type);
+        BOOST_REQUIRE(cookie.has_value());
+        BOOST_REQUIRE(cookie->length > 2u);
+        const std::size_t real = cookie->length - 2;
+        struct shape {
+            std::string what;
+            bytes forged;
+            bool decode_error; // else dropped without an answer
+        };
+        std::vector<shape> shapes;
+        const std::pair<std::size_t, std::size_t> inner[] = {
+            {1, 0}, {real, 0}, {real, 1}, {real, real - 1}, {255, 254}, {256, 255}, {1000, 999},
+            {0xffff, 0}, {0xffff, 1}, {0, real}, {1, real}, {real - 1, real}};
+        for (const auto& [claimed, held] : inner) {
+            bytes data{std::byte(claimed >> 8), std::byte(claimed & 0xff)};
+            data.resize(2 + held, std::byte{0xa5});
+            shapes.push_back({"the cookie claims " + std::to_string(claimed) + " bytes, the extension holds " +
+                                  std::to_string(held),
+                              *forge::with_cookie_extension_data(hello, data), false});
+        }
+        // From the cookie's data to the end of the extensions block (the
+        // ClientHello's end).
+        const std::size_t left = body.size() - cookie->data_at();
+        if (cookie->length < left)
+            shapes.push_back({"the extension runs into the next one",
+                              *forge::with_cookie_extension_length(hello, static_cast<std::uint16_t>(cookie->length + 1)),
+                              false});
+        shapes.push_back({"the extension runs to the end of the block",
+                          *forge::with_cookie_extension_length(hello, static_cast<std::uint16_t>(left)), false});
+        for (std::size_t claimed : {left + 1, std::size_t{0xffff}})
+            shapes.push_back({"the extension claims " + std::to_string(claimed) + " bytes, " + std::to_string(left) +
+                                  " are left in the block",
+                              *forge::with_cookie_extension_length(hello, static_cast<std::uint16_t>(claimed)), true});
+        struct {
+            std::vector<failure> refusals;
+            void on_refused(const peer_address&, const failure& f) { refusals.push_back(f); }
+        } handler;
+        const auto created = p.srv().counters().sessions_created;
+        for (const auto& s : shapes) {
+            BOOST_TEST_CONTEXT(s.what)
+            {
+                const auto before = p.srv().counters();
+                handler.refusals.clear();
+                p.srv().receive(stranger, s.forged, p.time.now(), handler);
+                datagrams answers;
+                p.srv().drain([&](const peer_address& to, std::span<const std::byte> d) {
+                    BOOST_TEST(to == stranger);
+                    answers.emplace_back(d.begin(), d.end());
+                });
+                const auto& after = p.srv().counters();
+                BOOST_TEST(p.srv().find(stranger) == nullptr);
+                BOOST_TEST(after.sessions_created == created);
+                if (s.decode_error) {
+                    BOOST_TEST(after.hellos_refused == before.hellos_refused + 1);
+                    BOOST_REQUIRE(answers.size() == 1u);
+                    BOOST_TEST(is_fatal_alert(answers[0], 50)); // decode_error
+                    BOOST_REQUIRE(handler.refusals.size() == 1u);
+                    BOOST_TEST(handler.refusals[0].what().find("decode_error") != std::string::npos,
+                               handler.refusals[0].what());
+                } else {
+                    BOOST_TEST(after.dropped_without_session == before.dropped_without_session + 1);
+                    BOOST_TEST(answers.empty());
+                    BOOST_TEST(handler.refusals.empty());
+                }
+                // To the open association, from its own address.
+                p.inject_to_server(s.forged);
+                BOOST_TEST((p.server_side() != nullptr && p.server_side()->is_open()));
+                BOOST_TEST(p.srv().counters().sessions_created == created);
             }
         }
     }

@@ -91,7 +91,9 @@ struct server_counters {
     std::uint64_t sessions_created = 0;
     std::uint64_t sessions_refused = 0;       // cookie verified but max_sessions reached: told with a fatal alert
     std::uint64_t hellos_refused = 0;         // ClientHellos the stack refuses outright (no ALPN protocol in
-                                              // common): told with the stack's fatal alert
+                                              // common; with wolfSSL on DTLS 1.3 a cookie that does not
+                                              // verify, or a hello it cannot parse): told with the
+                                              // stack's fatal alert
     std::uint64_t sessions_expired = 0;       // idle timeout
     std::uint64_t sessions_failed = 0;
     std::uint64_t sessions_closed = 0;

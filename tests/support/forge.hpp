@@ -1,5 +1,6 @@
 // Test support: crafts DTLS 1.2 records and handshake messages byte by byte,
-// and takes apart and rewrites captured ones, for tests that play an
+// and takes apart and rewrites captured ones (DTLS 1.3's plaintext
+// ClientHello and its cookie extension too), for tests that play an
 // attacker on the wire (injection, replay, reordering, re-fragmentation).
 //
 // Everything here works on the cleartext framing only (RFC 6347 §4.1 record
@@ -308,6 +309,142 @@ inline std::optional<bytes> rewrite_client_hello(std::span<const std::byte> data
     }
     return record(content_type::handshake, 0, records.front().sequence,
                   handshake_message(handshake_type::client_hello, hello->message_seq, body));
+}
+
+// ---------------------------------------------------------------------------
+// DTLS 1.3's cookie (RFC 9147 §5.1, RFC 8446 §4.2.2): not a ClientHello
+// field (legacy_cookie stays empty) but extension 44 of the second
+// ClientHello, answering the server's HelloRetryRequest. The body:
+// legacy_version(2) random(32) legacy_session_id<0..32> legacy_cookie<0..255>
+// cipher_suites<2..2^16-2> legacy_compression_methods<1..255>
+// extensions<8..2^16-1>; each extension is type(2) length(2) data, and the
+// cookie extension's data is cookie<1..2^16-1>.
+
+inline constexpr std::uint16_t cookie_extension_type = 44;
+
+// Where one extension sits inside a ClientHello body: `at` is its type
+// field, its data follows the 4-byte type and length.
+struct extension_place {
+    std::uint16_t type = 0;
+    std::size_t at = 0;
+    std::size_t length = 0;
+    std::size_t data_at() const { return at + 4; }
+};
+struct extensions_layout {
+    std::size_t block_length_at = 0; // the extensions block's 2-byte length
+    std::vector<extension_place> extensions;
+    std::optional<extension_place> find(std::uint16_t type) const
+    {
+        for (const auto& e : extensions)
+            if (e.type == type) return e;
+        return std::nullopt;
+    }
+};
+
+// The extensions of a well-formed ClientHello body: every vector inside its
+// enclosing one and the extensions block running to the body's end.
+inline std::optional<extensions_layout> extensions_of(std::span<const std::byte> body)
+{
+    const auto l = layout_of(body);
+    if (!l) return std::nullopt;
+    std::size_t i = l->cookie_length_at + 1 + detail::get_u8(body, l->cookie_length_at); // past legacy_cookie
+    if (body.size() < i + 2) return std::nullopt;
+    i += 2 + detail::get_u16(body, i); // cipher_suites
+    if (body.size() < i + 1) return std::nullopt;
+    i += 1 + detail::get_u8(body, i); // legacy_compression_methods
+    if (body.size() < i + 2) return std::nullopt;
+    extensions_layout out;
+    out.block_length_at = i;
+    const std::size_t end = i + 2 + detail::get_u16(body, i);
+    if (end != body.size()) return std::nullopt;
+    for (i += 2; i < end;) {
+        if (end - i < 4) return std::nullopt;
+        extension_place e;
+        e.type = static_cast<std::uint16_t>(detail::get_u16(body, i));
+        e.at = i;
+        e.length = detail::get_u16(body, i + 2);
+        if (end - e.data_at() < e.length) return std::nullopt;
+        out.extensions.push_back(e);
+        i = e.data_at() + e.length;
+    }
+    return out;
+}
+
+// The cookie a DTLS 1.3 ClientHello carries in its cookie extension.
+inline std::optional<bytes> client_hello_cookie_extension(std::span<const std::byte> datagram)
+{
+    const auto hello = find_message(datagram, handshake_type::client_hello);
+    if (!hello) return std::nullopt;
+    const auto l = extensions_of(hello->body);
+    if (!l) return std::nullopt;
+    const auto e = l->find(cookie_extension_type);
+    if (!e || e->length < 2) return std::nullopt;
+    const auto n = detail::get_u16(hello->body, e->data_at());
+    if (e->length != 2 + n) return std::nullopt;
+    const auto cookie = hello->body.subspan(e->data_at() + 2, n);
+    return bytes(cookie.begin(), cookie.end());
+}
+
+// A one-record datagram with the ClientHello of `datagram`, its cookie
+// extension's data replaced by `data` as given (any bytes: a consistent
+// cookie<1..2^16-1> or an inner length that lies). The extension keeps its
+// place among the others (a pre_shared_key extension must stay last: RFC
+// 8446 §4.2.11). The extension's length, the extensions block's length,
+// the handshake message and fragment lengths and the record length all
+// match the new data; the record's version and sequence number and the
+// message_seq are kept.
+inline std::optional<bytes> with_cookie_extension_data(std::span<const std::byte> datagram,
+                                                       std::span<const std::byte> data)
+{
+    const auto records = split_records(datagram);
+    const auto hello = find_message(datagram, handshake_type::client_hello);
+    if (records.empty() || !hello) return std::nullopt;
+    const auto l = extensions_of(hello->body);
+    if (!l) return std::nullopt;
+    const auto e = l->find(cookie_extension_type);
+    if (!e) return std::nullopt;
+    const auto block_length = detail::get_u16(hello->body, l->block_length_at) - e->length + data.size();
+    if (data.size() > 0xffff || block_length > 0xffff) return std::nullopt;
+    bytes body(hello->body.begin(), hello->body.begin() + static_cast<std::ptrdiff_t>(e->at + 2));
+    detail::put_u16(body, static_cast<std::uint32_t>(data.size()));
+    body.insert(body.end(), data.begin(), data.end());
+    body.insert(body.end(), hello->body.begin() + static_cast<std::ptrdiff_t>(e->data_at() + e->length),
+                hello->body.end());
+    detail::set_u16(std::span(body).subspan(l->block_length_at), static_cast<std::uint32_t>(block_length));
+    const auto& first = records.front();
+    return record(first.type, first.epoch, first.sequence,
+                  handshake_message(handshake_type::client_hello, hello->message_seq, body),
+                  static_cast<std::uint16_t>(detail::get_u16(first.raw, 1)));
+}
+
+// The same with a well-formed cookie extension holding `cookie`.
+inline std::optional<bytes> with_cookie_extension(std::span<const std::byte> datagram, std::span<const std::byte> cookie)
+{
+    bytes data;
+    detail::put_u16(data, static_cast<std::uint32_t>(cookie.size()));
+    data.insert(data.end(), cookie.begin(), cookie.end());
+    return with_cookie_extension_data(datagram, data);
+}
+
+// A ClientHello whose cookie extension's length field claims `claimed`
+// bytes, and nothing else changed: every other length field stays as it
+// was, so a claim past the extension's real data runs into the next
+// extension, or past the end of the extensions block.
+inline std::optional<bytes> with_cookie_extension_length(std::span<const std::byte> datagram, std::uint16_t claimed)
+{
+    const auto records = split_records(datagram);
+    const auto hello = find_message(datagram, handshake_type::client_hello);
+    if (records.empty() || !hello) return std::nullopt;
+    const auto l = extensions_of(hello->body);
+    if (!l) return std::nullopt;
+    const auto e = l->find(cookie_extension_type);
+    if (!e) return std::nullopt;
+    bytes body(hello->body.begin(), hello->body.end());
+    detail::set_u16(std::span(body).subspan(e->at + 2), claimed);
+    const auto& first = records.front();
+    return record(first.type, first.epoch, first.sequence,
+                  handshake_message(handshake_type::client_hello, hello->message_seq, body),
+                  static_cast<std::uint16_t>(detail::get_u16(first.raw, 1)));
 }
 
 // A ClientHello cut short right after a cookie length byte that claims

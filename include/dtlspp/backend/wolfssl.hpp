@@ -753,8 +753,8 @@ public:
         auto result = offer_with_key(io, 0);
         // A cookie of the period just ended is still good (detail/cookie.hpp),
         // but wolfSSL checks one key at a time: when a ClientHello that
-        // carried one got a new cookie (DTLS 1.2) or an alert (1.3), try the
-        // previous period's key.
+        // carried one got a new cookie (DTLS 1.2) or an illegal_parameter
+        // alert (1.3), try the previous period's key.
         if ((result == listen_result::cookie_sent || (result == listen_result::refused && cookie_rejected_)) &&
             detail::wolfssl::carries_cookie(input)) {
             datagram_queue first_answer;
@@ -836,12 +836,25 @@ private:
                 // No cookie yet, or a stale one: the HelloVerifyRequest or
                 // HelloRetryRequest is queued, nothing is kept. On DTLS 1.3
                 // wolfSSL answers a cookie that does not verify (replayed
-                // from another address) with an alert instead: a refusal.
+                // from another address, or forged) with an illegal_parameter
+                // alert instead (RFC 9147 §5.1): a refusal. It also answers
+                // with an alert a ClientHello it cannot parse (decode_error
+                // for an extension running past the extensions block): a
+                // refusal too, but not the cookie's, so it names the alert
+                // and no other period's key is tried.
                 if (detail::wolfssl::only_alerts(staging_)) {
                     result = listen_result::refused;
-                    cookie_rejected_ = true;
-                    last_refusal_ = make_failure(errc::handshake_failed,
-                                                 "the ClientHello's cookie did not verify for this address");
+                    const auto description = detail::wolfssl::first_alert_description(staging_).value_or(0);
+                    cookie_rejected_ = description == 47; // illegal_parameter
+                    if (cookie_rejected_)
+                        last_refusal_ = make_failure(errc::handshake_failed,
+                                                     "the ClientHello's cookie did not verify for this address");
+                    else
+                        last_refusal_ = make_failure(
+                            detail::condition_for_alert(description),
+                            "wolfSSL refused the ClientHello with a fatal " +
+                                std::string(detail::alert_description_name_of(description)) + " alert (" +
+                                std::to_string(description) + ")");
                 } else if (!staging_.empty()) {
                     result = listen_result::cookie_sent;
                 }

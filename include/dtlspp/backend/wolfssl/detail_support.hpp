@@ -158,6 +158,19 @@ inline bool only_alerts(const datagram_queue& sent) noexcept
     return true;
 }
 
+// The description of the first alert queued (only_alerts() said that every
+// datagram holds plaintext alerts only).
+inline std::optional<std::uint8_t> first_alert_description(const datagram_queue& sent) noexcept
+{
+    std::optional<std::uint8_t> description;
+    for (std::size_t i = 0; i < sent.size() && !description; ++i)
+        parse_datagram(sent[i], [&](const record_view& r) {
+            if (!description && r.type == content_type::alert && r.payload.size() == 2)
+                description = std::to_integer<std::uint8_t>(r.payload[1]);
+        });
+    return description;
+}
+
 // DTLS 1.2: wolfSSL resends its last flight whenever a datagram of the
 // peer's previous flight arrives (RFC 6347 §4.2.4), and so does mbedTLS.
 // When a handshake cannot finish (different PSKs: the Finished never
