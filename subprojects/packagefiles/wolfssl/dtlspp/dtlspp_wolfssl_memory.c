@@ -45,10 +45,8 @@
  * room for the input buffer of a DTLS read (the MTU plus
  * WOLFSSL_DTLS_MTU_ADDITIONAL_READ_BUFFER plus alignment: 17,872 bytes at
  * dtlspp's default max_udp_payload of 1472) for an MTU up to about 2000
- * bytes, or a full 2^14-byte record with its header and expansion. wolfSSL
- * keeps the input buffer of the last record it read in each session, so
- * the size is close to that request. Larger requests (a jumbo-frame MTU)
- * are not pooled. */
+ * bytes, or a full 2^14-byte record with its header and expansion. Larger
+ * requests (a jumbo-frame MTU) are not pooled. */
 #define POOL_BLOCK_SIZE (18 * 1024)
 #define POOL_SLOTS 4
 
